@@ -1,0 +1,3 @@
+from spangpt.cli import main
+
+raise SystemExit(main())
