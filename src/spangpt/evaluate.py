@@ -1,0 +1,48 @@
+"""Questions in, predicted birthplaces out; exact-match accuracy and the 'always London' baseline."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from spangpt.checkpoint import atomic_write
+from spangpt.errors import UserError, where
+from spangpt.generate import greedy_batched
+from spangpt.model import GPT
+from spangpt.vocab import MASK, Vocab
+
+
+def extract_answer(prompt_and_completion: str) -> str:
+    """The text between the first and second ⁇ (the original's `completion.split('⁇')[1]`)."""
+    parts = prompt_and_completion.split(MASK)
+    return parts[1] if len(parts) > 1 else ""
+
+
+def predict(model: GPT, vocab: Vocab, questions: list[str], source="<questions>", max_new: int = 32) -> list[str]:
+    prompts = []
+    for i, q in enumerate(questions, 1):
+        prompt = vocab.encode(q + MASK, source, i)
+        if len(prompt) >= model.cfg.block_size:
+            raise UserError(f"{where(source, i)}: question is {len(prompt)} characters, the model reads at most {model.cfg.block_size - 1}")
+        prompts.append(prompt)
+    completions = greedy_batched(model, prompts, max_new=max_new)
+    return [extract_answer(q + MASK + vocab.decode(c)) for q, c in zip(questions, completions)]
+
+
+def accuracy(predictions: list[str], answers: list[str]) -> tuple[int, int]:
+    """(correct, total) by exact string match, as the original's utils.evaluate_places."""
+    if len(predictions) != len(answers):
+        raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
+    return sum(p == a for p, a in zip(predictions, answers)), len(answers)
+
+
+def format_accuracy(correct: int, total: int) -> str:
+    return f"Correct: {correct} out of {total}: {100.0 * correct / total}%"
+
+
+def write_predictions(path, predictions: list[str]) -> None:
+    if any("\n" in p for p in predictions):  # keep one prediction per line, whatever the model emits
+        predictions = [p.replace("\n", " ") for p in predictions]
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text("".join(p + "\n" for p in predictions), encoding="utf-8"))
+
+
+def london_baseline(answers: list[str]) -> tuple[int, int]:
+    return accuracy(["London"] * len(answers), answers)

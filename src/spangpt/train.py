@@ -1,0 +1,194 @@
+"""The training loop, top to bottom: AdamW, the original token-based LR schedule, bf16 autocast, packing.
+
+The trainer knows nothing about birthplaces or span corruption: it gets a function that draws one epoch
+of (x, y) examples and turns them into batches.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from spangpt.data import batches
+from spangpt.model import GPT
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256  # examples per optimizer step, packed or not (the original's unit)
+    lr: float = 6e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1  # on matmul weights only
+    grad_clip: float = 1.0
+    # LR schedule, counted in tokens as the original: every example counts block_size-1 tokens, PAD
+    # included (the original adds (y >= 0).sum() of its padded rows), whatever layout we train with.
+    schedule: str = "paper"  # "paper" | "cosine" | "constant"
+    warmup_tokens: int = 512 * 20
+    final_tokens: int = 0  # paper: 200 * (pretraining documents) * block_size, resolved by the caller
+    max_steps: int = 0  # 0 = no limit
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 on CUDA and on CPUs with native bf16)
+    pack: bool = True  # several examples per row (same loss, ~2.5x fewer positions on span corruption)
+    attention: str = "auto"  # "math" | "sdpa" | "auto" (sdpa on CUDA, math on CPU: measured faster there)
+    fast_dropout: bool = True  # int16 keep-masks (see model.FastDropout); False = torch.nn.Dropout
+    compile: bool = False
+    log_interval: int = 20  # steps between loss syncs / metrics lines
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_multiplier(tokens: int, cfg: TrainConfig, total_tokens: int) -> float:
+    """Linear warmup, then cosine to 0.1x.
+
+    "paper" is the original exactly: progress is never clamped, so once tokens pass final_tokens the
+    cosine climbs back up (650 pretraining epochs against final_tokens of 200 epochs: ~1.6 cycles).
+    "cosine" decays once over this run's own total and then stays at 0.1x.
+    """
+    if cfg.schedule == "constant":
+        return 1.0
+    if tokens < cfg.warmup_tokens:
+        return tokens / max(1, cfg.warmup_tokens)
+    final = cfg.final_tokens if cfg.schedule == "paper" else total_tokens
+    progress = (tokens - cfg.warmup_tokens) / max(1, final - cfg.warmup_tokens)
+    if cfg.schedule == "cosine":
+        progress = min(progress, 1.0)
+    return max(0.1, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision in ("fp32", "bf16"):
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":  # native bf16 (AVX512-BF16 / AMX) makes autocast fast; emulated bf16 is slow
+        return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+    return False
+
+
+def autocast_context(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    # Decay only the weights of Linear layers (the matmuls); biases, LayerNorms and embeddings are not
+    # decayed, as in minGPT/the original.
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if id(p) in decay], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
+    ]
+    fused = device.type == "cuda"  # fused on CPU measured no faster for this model size
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    tokens: int = 0  # schedule tokens (padded-equivalent)
+    real_tokens: int = 0  # non-PAD targets actually trained on
+    final_loss: float = float("nan")
+    seconds: float = 0.0
+    history: list = field(default_factory=list)
+
+
+def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: str = "train") -> TrainResult:
+    """Train `model` in place. draw_examples(rng) -> list of (x, y) id lists for one epoch."""
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    device = pick_device(cfg.device)
+    model.to(device).train()
+    model.set_attention(cfg.attention if cfg.attention != "auto" else ("sdpa" if device.type == "cuda" else "math"))
+    bf16 = use_bf16(cfg.precision, device)
+    ctx = autocast_context(device, bf16)
+    optimizer = make_optimizer(model, cfg, device)
+    step_fn = torch.compile(model) if cfg.compile else model
+    block = model.cfg.block_size
+    tokens_per_example = block - 1
+
+    first = draw_examples(rng)  # sizes the progress bar and the "cosine" schedule
+    steps_per_epoch = math.ceil(len(first) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    total_tokens = cfg.epochs * len(first) * tokens_per_example
+
+    metrics = open(metrics_path, "w") if metrics_path else None
+    res = TrainResult()
+    bar = tqdm(total=total_steps, desc=desc, disable=not cfg.progress, dynamic_ncols=True)
+    loss_sum = torch.zeros((), device=device)  # summed on device; synced only every log_interval steps
+    n_in_sum, window_real, t0 = 0, 0, time.perf_counter()
+    t_log = t0
+    def epochs():
+        for epoch in range(cfg.epochs):
+            examples = first if epoch == 0 else draw_examples(rng)
+            for batch in batches(examples, cfg.batch_size, block, cfg.pack, rng):
+                yield epoch, batch
+
+    try:
+        for epoch, batch in epochs():
+            res.tokens += batch.n_examples * tokens_per_example
+            real = batch.n_targets
+            lr = cfg.lr * lr_multiplier(res.tokens, cfg, total_tokens)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            b = batch.to(device)
+            with ctx:
+                _, loss = step_fn(b.x, b.y, pos=b.pos, doc=b.doc)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+
+            res.steps += 1
+            res.real_tokens += real
+            window_real += real
+            loss_sum += loss.detach()
+            n_in_sum += 1
+            bar.update(1)
+            last = res.steps == total_steps
+            if res.steps % cfg.log_interval == 0 or last:
+                now = time.perf_counter()
+                res.final_loss = loss_sum.item() / n_in_sum
+                rec = {
+                    "step": res.steps, "epoch": epoch + 1, "tokens": res.tokens, "real_tokens": res.real_tokens,
+                    "loss": round(res.final_loss, 5), "lr": lr,
+                    "real_tok_per_s": round(window_real / (now - t_log), 1), "elapsed_s": round(now - t0, 2),
+                }
+                res.history.append(rec)
+                if metrics:
+                    metrics.write(json.dumps(rec) + "\n")
+                    metrics.flush()
+                bar.set_postfix(epoch=epoch + 1, loss=f"{res.final_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rec['real_tok_per_s']:.0f}")
+                loss_sum.zero_()
+                n_in_sum, window_real, t_log = 0, 0, now
+            if last:
+                break
+    finally:
+        bar.close()
+        if metrics:
+            metrics.close()
+    res.seconds = time.perf_counter() - t0
+    model.eval()
+    return res
