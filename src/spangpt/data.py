@@ -82,9 +82,18 @@ def span_corruption(doc: str, block_size: int, rng: random.Random) -> str:
     return prefix + MASK + suffix + MASK + masked + MASK
 
 
+def shift(ids: list[int], y: list[int], block_size: int):
+    """(x, y) of the original padded row, without its trailing PADs: x = ids, y = targets + one PAD.
+
+    The original pads to block_size and takes x = s[:-1], y = s[1:]; cutting its PAD tail changes no
+    loss (PAD targets are ignored and attention is causal), only the compute.
+    """
+    return ids[: block_size - 1], (y + [PAD_ID])[: block_size - 1]
+
+
 def pretrain_example(doc: str, vocab: Vocab, block_size: int, rng: random.Random):
     ids = vocab.encode(span_corruption(doc, block_size, rng))
-    return ids[:-1], ids[1:]
+    return shift(ids, ids[1:], block_size)
 
 
 def qa_string(question: str, answer: str) -> str:
@@ -97,7 +106,7 @@ def finetune_example(question: str, answer: str, vocab: Vocab, block_size: int, 
     if len(ids) > block_size:
         raise UserError(f"{where(source, lineno)}: question+answer is {len(ids)} characters, over block_size {block_size}")
     q = len(question)
-    return ids[:-1], [PAD_ID] * (q - 1) + ids[q:]
+    return shift(ids, [PAD_ID] * (q - 1) + ids[q:], block_size)
 
 
 def finetune_examples(pairs, vocab: Vocab, block_size: int, source="<qa>"):

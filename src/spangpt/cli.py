@@ -1,0 +1,187 @@
+"""`spangpt <command>`: one subcommand per stage; each parses its options and calls one function."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from spangpt.errors import UserError
+from spangpt.model import VARIANTS
+
+MODEL_OPTS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
+TRAIN_OPTS = ("epochs", "max_steps", "batch_size", "lr", "seed", "device", "precision", "pack", "attention",
+              "compile", "schedule", "fast_dropout", "log_interval")
+
+
+def _bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", choices=VARIANTS, required=True, help="position scheme")
+    p.add_argument("--data", type=Path, required=True, help="folder with wiki.txt and birth_places_train.tsv")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--recipe", default="paper", help="built-in recipe name (paper, demo) or a .toml path")
+    g = p.add_argument_group("overrides (default: the recipe's value)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    g.add_argument("--batch-size", type=int, help="examples per optimizer step")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--schedule", choices=("paper", "cosine", "constant"))
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"))
+    g.add_argument("--pack", type=_bool, metavar="BOOL", help="pack several examples per row (default true)")
+    g.add_argument("--attention", choices=("auto", "math", "sdpa"))
+    g.add_argument("--fast-dropout", type=_bool, metavar="BOOL", help="int16 dropout masks (default true)")
+    g.add_argument("--compile", type=_bool, metavar="BOOL", help="torch.compile the model (default false)")
+    g.add_argument("--log-interval", type=int, help="steps between metrics lines")
+    g.add_argument("--n-layer", type=int)
+    g.add_argument("--n-head", type=int)
+    g.add_argument("--n-embd", type=int)
+    g.add_argument("--block-size", type=int)
+    g.add_argument("--dropout", type=float)
+
+
+def _overrides(args, names) -> dict:
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def cmd_pretrain(args) -> None:
+    from spangpt import stages
+
+    info = stages.pretrain(args.data, args.out, args.variant, args.recipe,
+                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS))
+    r = info["result"]
+    print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s, "
+          f"{r['real_tok_per_s']:.0f} real tok/s")
+
+
+def cmd_finetune(args) -> None:
+    from spangpt import stages
+
+    info = stages.finetune(args.data, args.out, args.variant, args.init, args.recipe,
+                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS))
+    r = info["result"]
+    print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s")
+
+
+def cmd_evaluate(args, need_answers=True) -> None:
+    from spangpt import stages
+    from spangpt.evaluate import format_accuracy
+
+    preds, score = stages.evaluate(args.ckpt, args.input, args.out, args.device, need_answers)
+    print(f"wrote {len(preds)} predictions to {args.out}")
+    if score:
+        print(format_accuracy(*score))
+
+
+def cmd_baseline(args) -> None:
+    from spangpt.data import load_questions
+    from spangpt.evaluate import format_accuracy, london_baseline
+
+    answers = [a for _, a in load_questions(args.input)]
+    print(format_accuracy(*london_baseline(answers)))
+
+
+def cmd_synth(args) -> None:
+    from spangpt.synth import write_corpus
+
+    paths = write_corpus(args.out, people=args.people, seed=args.seed, overwrite=args.force)
+    print(f"wrote {len(paths)} files to {args.out} ({args.people} people, seed {args.seed})")
+
+
+def cmd_download(args) -> None:
+    from spangpt.download import BASE_URL, download
+
+    paths = download(args.out, base_url=args.url or BASE_URL, overwrite=args.force)
+    print(f"{len(paths)} files verified in {args.out}")
+
+
+def cmd_reproduce(args) -> None:
+    from spangpt.reproduce import reproduce
+
+    reproduce(args.data, args.out, recipe=args.recipe, seeds=args.seeds, variants=args.variants,
+              train_overrides=_overrides(args, ("device", "precision", "max_steps")))
+
+
+def cmd_demo(args) -> None:
+    from spangpt.reproduce import demo
+
+    demo(args.out, people=args.people, seeds=args.seeds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="spangpt", description=__doc__.split(":")[-1].strip())
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pretrain", help="span-corruption pretraining on DATA/wiki.txt")
+    _training_options(p)
+    p.set_defaults(fn=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune on DATA/birth_places_train.tsv")
+    _training_options(p)
+    p.add_argument("--init", type=Path, help="pretrained checkpoint to start from (default: from scratch)")
+    p.set_defaults(fn=cmd_finetune)
+
+    for name, need, helptext in (("evaluate", True, "predict and score a question<TAB>answer file"),
+                                 ("predict", False, "predict birthplaces for a questions file")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("ckpt", type=Path, help="checkpoint (.safetensors)")
+        p.add_argument("--input", type=Path, required=True)
+        p.add_argument("--out", type=Path, required=True, help="predictions, one per line")
+        p.add_argument("--device", default="auto")
+        p.set_defaults(fn=lambda a, need=need: cmd_evaluate(a, need))
+
+    p = sub.add_parser("baseline", help="score 'always London' on a question<TAB>answer file")
+    p.add_argument("--input", type=Path, required=True)
+    p.set_defaults(fn=cmd_baseline)
+
+    p = sub.add_parser("data", help="get data: a synthetic corpus, or the original files")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{synth,download}")
+    d = dsub.add_parser("synth", help="write a deterministic synthetic corpus in the original formats")
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--people", type=int, default=600)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--force", action="store_true", help="overwrite existing files")
+    d.set_defaults(fn=cmd_synth)
+    d = dsub.add_parser("download", help="fetch the original CS224N files and verify their SHA-256")
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--url", help="base URL (default: the pinned GitHub commit)")
+    d.add_argument("--force", action="store_true", help="replace existing files whose checksum is wrong")
+    d.set_defaults(fn=cmd_download)
+
+    p = sub.add_parser("reproduce", help="the results table: no pretraining, vanilla, RoPE, London")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder for checkpoints, predictions and the report")
+    p.add_argument("--recipe", default="paper")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--device")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--max-steps", type=int, help="cap every training stage (smoke tests)")
+    p.set_defaults(fn=cmd_reproduce)
+
+    p = sub.add_parser("demo", help="the whole experiment offline on a synthetic corpus (~15 min on 2 CPU cores)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--people", type=int, default=600)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.set_defaults(fn=cmd_demo)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except UserError as e:
+        print(f"spangpt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spangpt: interrupted", file=sys.stderr)
+        return 130
+    return 0

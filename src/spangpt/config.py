@@ -1,0 +1,78 @@
+"""Recipes (TOML files) -> ModelConfig + TrainConfig, with command-line overrides on top.
+
+A recipe has three tables: [model], [pretrain], [finetune]. Built-in recipes live in spangpt/recipes/;
+`--recipe` also takes a path to your own file.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from spangpt.errors import UserError
+from spangpt.model import ModelConfig
+from spangpt.train import TrainConfig
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+STAGES = ("pretrain", "finetune")
+# recipe keys that are not TrainConfig fields: they are resolved into TrainConfig values below
+EXTRA_KEYS = {"decay_epochs", "epochs_from_scratch"}
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
+
+
+def load_recipe(name_or_path: str) -> dict:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPE_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise UserError(f"unknown recipe '{name_or_path}' (built in: {', '.join(builtin_recipes())}; or give a .toml path)")
+    if not path.is_file():
+        raise UserError(f"{path}: recipe file not found")
+    try:
+        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: {e}") from None
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)} | EXTRA_KEYS
+    for table, allowed in (("model", model_keys), ("pretrain", train_keys), ("finetune", train_keys)):
+        unknown = set(recipe.get(table, {})) - allowed
+        if unknown:
+            raise UserError(f"{path}: unknown key(s) in [{table}]: {', '.join(sorted(unknown))}")
+    recipe["name"] = path.stem
+    return recipe
+
+
+def model_config(recipe: dict, vocab_size: int, variant: str, overrides: dict) -> ModelConfig:
+    kw = {**recipe.get("model", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return ModelConfig(vocab_size=vocab_size, variant=variant, **kw)
+    except ValueError as e:
+        raise UserError(f"model config: {e}") from None
+
+
+def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, block_size: int,
+                 from_scratch: bool = False) -> TrainConfig:
+    """Resolve one stage. documents = lines of the pretraining corpus (sizes the paper's final_tokens)."""
+    kw = dict(recipe.get(stage, {}))
+    decay_epochs = kw.pop("decay_epochs", 0)
+    from_scratch_epochs = kw.pop("epochs_from_scratch", None)
+    if stage == "finetune" and from_scratch and from_scratch_epochs is not None:
+        kw["epochs"] = from_scratch_epochs
+    if decay_epochs:
+        kw["final_tokens"] = decay_epochs * documents * block_size
+    if "betas" in kw:
+        kw["betas"] = tuple(kw["betas"])
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = TrainConfig(**kw)
+    if cfg.schedule == "paper" and not cfg.final_tokens:
+        raise UserError(f"recipe '{recipe['name']}' [{stage}]: schedule 'paper' needs decay_epochs (or final_tokens)")
+    if cfg.schedule not in ("paper", "cosine", "constant"):
+        raise UserError(f"unknown schedule '{cfg.schedule}' (paper, cosine or constant)")
+    return cfg

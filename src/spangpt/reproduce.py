@@ -1,0 +1,114 @@
+"""The experiment table: no pretraining vs vanilla vs RoPE (and 'always London'), over one or more seeds.
+
+Writes into OUT: checkpoints, dev/test predictions, results.json, report.md and (with matplotlib) a
+loss-curve plot. The report reads finished results only; it never touches tensors.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+from spangpt import stages
+from spangpt.checkpoint import atomic_write
+from spangpt.data import load_questions
+from spangpt.evaluate import london_baseline
+
+DEV, TEST = "birth_dev.tsv", "birth_test_inputs.tsv"
+ROWS = (("london", "always 'London'"), ("scratch", "no pretraining"), ("vanilla", "vanilla (learned positions)"),
+        ("rope", "RoPE"))
+
+
+def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, recipe: str, seed: int,
+            overrides: dict) -> dict:
+    o = {**overrides, "seed": seed}
+    ft = out / f"{name}.seed{seed}.finetune.safetensors"
+    info = {"name": name, "seed": seed}
+    init = None
+    if pretrain:
+        init = out / f"{name}.seed{seed}.pretrain.safetensors"
+        info["pretrain"] = stages.pretrain(data, init, variant, recipe, train_overrides=o, quiet=True)["result"]
+    info["finetune"] = stages.finetune(data, ft, variant, init, recipe, train_overrides=o, quiet=True)["result"]
+    t = time.perf_counter()
+    _, (correct, total) = stages.evaluate(ft, data / DEV, out / f"{name}.seed{seed}.dev.predictions", o.get("device", "auto"))
+    info["eval_seconds"] = round(time.perf_counter() - t, 2)
+    if (data / TEST).is_file():
+        stages.evaluate(ft, data / TEST, out / f"{name}.seed{seed}.test.predictions", o.get("device", "auto"), need_answers=False)
+    info.update(correct=correct, total=total, accuracy=100.0 * correct / total)
+    print(f"{name} seed {seed}: dev {correct}/{total} = {info['accuracy']:.1f}%", flush=True)
+    return info
+
+
+def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla", "rope"), train_overrides=None,
+              header: str = "") -> dict:
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    answers = [a for _, a in load_questions(data / DEV)]
+    c, n = london_baseline(answers)
+    results = {"recipe": recipe, "data": str(data), "seeds": list(seeds), "runs": [],
+               "london": {"correct": c, "total": n, "accuracy": 100.0 * c / n}}
+    for seed in seeds:
+        results["runs"].append(run_one(data, out, "scratch", "vanilla", False, recipe, seed, train_overrides or {}))
+        for v in variants:
+            results["runs"].append(run_one(data, out, v, v, True, recipe, seed, train_overrides or {}))
+    results["minutes"] = round((time.perf_counter() - t0) / 60, 1)
+    table = format_table(results)
+    report = f"# spangpt results\n\n{header}recipe `{recipe}`, data `{data}`, seeds {list(seeds)}, " \
+             f"{results['minutes']} min in all\n\n{table}\n"
+    atomic_write(out / "results.json", lambda t: Path(t).write_text(json.dumps(results, indent=2)))
+    atomic_write(out / "report.md", lambda t: Path(t).write_text(report))
+    plot_losses(out)
+    print("\n" + table)
+    print(f"(full report: {out / 'report.md'})")
+    return results
+
+
+def format_table(results: dict) -> str:
+    lines = ["| model | dev exact match | seeds |", "|---|---|---|"]
+    lo = results["london"]
+    lines.append(f"| always 'London' | {lo['accuracy']:.1f}% ({lo['correct']}/{lo['total']}) | - |")
+    for key, label in ROWS[1:]:
+        accs = [r["accuracy"] for r in results["runs"] if r["name"] == key]
+        if not accs:
+            continue
+        spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
+        each = ", ".join(f"{a:.1f}" for a in accs)
+        lines.append(f"| {label} | {statistics.mean(accs):.1f}%{spread} | {each} |")
+    return "\n".join(lines)
+
+
+def plot_losses(out: Path) -> None:
+    """Training-loss curves from the metrics files, if matplotlib is installed (pip install spangpt[plot])."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, stage in zip(axes, ("pretrain", "finetune")):
+        for f in sorted(out.glob(f"*.{stage}.metrics.jsonl")):
+            recs = [json.loads(line) for line in f.read_text().splitlines() if line]
+            ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], label=f.name.split(f".{stage}")[0])
+        ax.set(title=stage, xlabel="step", ylabel="loss (non-PAD targets)", yscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "losses.png", dpi=100)
+    plt.close(fig)
+
+
+def demo(out, people: int = 600, seeds=(0,)) -> dict:
+    from spangpt.synth import write_corpus
+
+    out = Path(out)
+    data = out / "data"
+    if not (data / "wiki.txt").is_file():
+        write_corpus(data, people=people, seed=0)
+    header = (f"Demo on a synthetic corpus of {people} people (`spangpt data synth`), with the small `demo` "
+              "recipe (see `spangpt/recipes/demo.toml`): the same code as the real experiment, scaled down to "
+              "run in minutes on a CPU. Numbers are not comparable with the paper's.\n\n")
+    print(header.strip(), flush=True)
+    return reproduce(data, out, recipe="demo", seeds=seeds, header=header)

@@ -1,0 +1,111 @@
+"""The experiment's stages as plain functions: pretrain, finetune, evaluate. The CLI and `reproduce`
+call these; each writes its checkpoint plus, beside it, the resolved config and a metrics file.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+
+from spangpt import checkpoint
+from spangpt.config import load_recipe, model_config, train_config
+from spangpt.data import finetune_examples, load_corpus, load_questions, pretrain_example, read_text
+from spangpt.errors import UserError
+from spangpt.evaluate import accuracy, predict, write_predictions
+from spangpt.model import GPT
+from spangpt.train import pick_device, train
+from spangpt.vocab import Vocab
+
+WIKI, TRAIN_QA = "wiki.txt", "birth_places_train.tsv"
+
+
+def sidecar(ckpt: Path, suffix: str) -> Path:
+    """runs/x/vanilla.pretrain.safetensors -> runs/x/vanilla.pretrain<suffix>"""
+    return ckpt.with_name(ckpt.name.removesuffix(".safetensors") + suffix)
+
+
+def _start(run: dict, out: Path, quiet: bool) -> None:
+    if not quiet:
+        print(json.dumps(run, indent=2))
+    checkpoint.atomic_write(sidecar(out, ".config.json"), lambda t: Path(t).write_text(json.dumps(run, indent=2)))
+
+
+def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_overrides=None,
+             train_overrides=None, quiet: bool = False) -> dict:
+    data, out = Path(data), Path(out)
+    wiki = data / WIKI
+    docs = load_corpus(wiki)
+    vocab = Vocab.from_text(read_text(wiki), str(wiki))
+    rec = load_recipe(recipe)
+    mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
+    tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size)
+    run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
+           "model": mcfg.to_dict(), "train": tcfg.to_dict()}
+    _start(run, out, quiet)
+    torch.manual_seed(tcfg.seed)  # the initial weights are part of what --seed fixes
+    model = GPT(mcfg, fast_dropout=tcfg.fast_dropout)
+    block = mcfg.block_size
+
+    def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
+        return [pretrain_example(d, vocab, block, rng) for d in docs]
+
+    res = train(model, draw, tcfg, sidecar(out, ".metrics.jsonl"), desc=f"pretrain {variant}")
+    info = {**run, "result": _summary(res)}
+    checkpoint.save(out, model, vocab, info)
+    return info
+
+
+def finetune(data: Path, out: Path, variant: str, init: Path | None = None, recipe: str = "paper",
+             model_overrides=None, train_overrides=None, quiet: bool = False) -> dict:
+    data, out = Path(data), Path(out)
+    qa_path = data / TRAIN_QA
+    pairs = load_questions(qa_path)
+    rec = load_recipe(recipe)
+    if init is not None:
+        model, vocab, init_info = checkpoint.load(init, variant=variant)
+        documents = init_info.get("documents") or len(load_corpus(data / WIKI))
+        if model_overrides:
+            raise UserError("model options (--n-layer, ...) cannot change a pretrained model; drop them or --init")
+        mcfg = model.cfg
+    else:
+        wiki = data / WIKI
+        documents = len(load_corpus(wiki))
+        vocab = Vocab.from_text(read_text(wiki), str(wiki))  # same vocabulary as pretraining would build
+        mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
+    tcfg = train_config(rec, "finetune", train_overrides or {}, documents=documents, block_size=mcfg.block_size,
+                        from_scratch=init is None)
+    examples = finetune_examples(pairs, vocab, mcfg.block_size, str(qa_path))
+    run = {"stage": "finetune", "recipe": rec["name"], "data": str(data), "init": str(init) if init else None,
+           "documents": documents, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
+    _start(run, out, quiet)
+    torch.manual_seed(tcfg.seed)
+    if init is None:
+        model = GPT(mcfg, fast_dropout=tcfg.fast_dropout)
+    else:  # rebuild with the run's dropout implementation, keeping the pretrained weights
+        fresh = GPT(mcfg, fast_dropout=tcfg.fast_dropout)
+        fresh.load_state_dict(model.state_dict())
+        model = fresh
+    res = train(model, lambda rng: examples, tcfg, sidecar(out, ".metrics.jsonl"), desc=f"finetune {variant}")
+    info = {**run, "result": _summary(res)}
+    checkpoint.save(out, model, vocab, info)
+    return info
+
+
+def evaluate(ckpt: Path, input_path: Path, out: Path | None, device: str = "auto", need_answers: bool = True):
+    """-> (predictions, (correct, total) or None). Writes predictions when out is given."""
+    pairs = load_questions(input_path, need_answers=need_answers)
+    model, vocab, _ = checkpoint.load(ckpt, device=pick_device(device))
+    preds = predict(model, vocab, [q for q, _ in pairs], source=str(input_path))
+    if out is not None:
+        write_predictions(out, preds)
+    answers = [a for _, a in pairs]
+    score = accuracy(preds, answers) if need_answers and all(a is not None for a in answers) else None
+    return preds, score
+
+
+def _summary(res) -> dict:
+    return {"steps": res.steps, "tokens": res.tokens, "real_tokens": res.real_tokens,
+            "final_loss": res.final_loss, "seconds": round(res.seconds, 1),
+            "real_tok_per_s": round(res.real_tokens / max(res.seconds, 1e-9), 1)}

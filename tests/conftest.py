@@ -1,0 +1,21 @@
+from pathlib import Path
+
+import pytest
+
+# The original data lives beside the checkout (../shared/data/cs224n); it is never committed here.
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cs224n"
+
+needs_real_data = pytest.mark.skipif(
+    not (REAL_DATA / "wiki.txt").is_file(),
+    reason=f"real CS224N data not found at {REAL_DATA} (get it with `spangpt data download`)",
+)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small synthetic corpus shared by the tests that only read it."""
+    from spangpt.synth import write_corpus
+
+    d = tmp_path_factory.mktemp("synth")
+    write_corpus(d, people=120, seed=1)
+    return d

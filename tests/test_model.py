@@ -1,0 +1,128 @@
+import math
+import random
+
+import pytest
+import torch
+
+from spangpt.data import pack_batch, pad_batch
+from spangpt.model import GPT, FastDropout, ModelConfig, apply_rope, rope_table
+from spangpt.vocab import PAD_ID
+
+SMALL = dict(vocab_size=40, block_size=64, n_layer=2, n_head=4, n_embd=32)
+
+
+def rope_reference(x, t, base=10000.0):
+    """Plain loops, straight from the formula: rotate pair (x[2i], x[2i+1]) by t * base^(-2i/d)."""
+    d = x.numel()
+    out = torch.empty_like(x)
+    for i in range(d // 2):
+        theta = base ** (-2 * i / d)  # θ_{i+1} = base^(-2((i+1)-1)/d)
+        c, s = math.cos(t * theta), math.sin(t * theta)
+        out[2 * i] = x[2 * i] * c - x[2 * i + 1] * s
+        out[2 * i + 1] = x[2 * i] * s + x[2 * i + 1] * c
+    return out
+
+
+def test_rope_matches_plain_reference():
+    cos, sin = rope_table(16, 8)
+    x = torch.randn(1, 1, 16, 8, dtype=torch.float64)
+    got = apply_rope(x, cos.double(), sin.double())
+    for t in range(16):
+        torch.testing.assert_close(got[0, 0, t], rope_reference(x[0, 0, t], t))
+
+
+def test_rope_preserves_norm_and_depends_only_on_offset():
+    cos, sin = rope_table(64, 16)
+    q, k = torch.randn(16), torch.randn(16)
+
+    def rot(v, t):
+        return apply_rope(v.view(1, 1, 1, 16), cos[t : t + 1], sin[t : t + 1]).flatten()
+
+    for t in (0, 5, 63):
+        torch.testing.assert_close(rot(q, t).norm(), q.norm())
+    # <R_m q, R_n k> depends on n - m only
+    for m, n in ((0, 7), (10, 17), (50, 57)):
+        torch.testing.assert_close(rot(q, m) @ rot(k, n), rot(q, 0) @ rot(k, 7), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(rot(q, 0) @ rot(k, 7), rot(q, 0) @ rot(k, 8))
+
+
+def test_rope_model_has_no_position_table_and_really_rotates():
+    torch.manual_seed(0)
+    rope, vanilla = GPT(ModelConfig(**SMALL, variant="rope")), GPT(ModelConfig(**SMALL, variant="vanilla"))
+    assert rope.pos_emb is None and vanilla.pos_emb is not None
+    assert vanilla.num_params() - rope.num_params() == SMALL["block_size"] * SMALL["n_embd"]
+    # Without positions, one layer of causal attention is blind to order: swapping two earlier tokens
+    # cannot change the last position's output. Only a working rotation of q and k can make it change.
+    rope = GPT(ModelConfig(**{**SMALL, "n_layer": 1}, variant="rope")).eval()
+    a, b = torch.tensor([[3, 9, 4, 7, 5]]), torch.tensor([[9, 3, 4, 7, 5]])
+    assert not torch.allclose(rope(a)[0][0, -1], rope(b)[0][0, -1], atol=1e-4)
+    rope.rope_cos.fill_(1.0)  # all angles 0: rotation off
+    rope.rope_sin.fill_(0.0)
+    torch.testing.assert_close(rope(a)[0][0, -1], rope(b)[0][0, -1])
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "rope"])
+def test_causal_future_tokens_do_not_change_the_past(variant):
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(**SMALL, variant=variant)).eval()
+    x = torch.randint(2, 40, (2, 20))
+    y = x.clone()
+    y[:, 12:] = torch.randint(2, 40, (2, 8))
+    torch.testing.assert_close(m(x)[0][:, :12], m(y)[0][:, :12])
+
+
+def _random_examples(n, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        k = rng.randint(2, 60)
+        x = [rng.randrange(2, 40) for _ in range(k)]
+        y = [rng.choice([PAD_ID] + [rng.randrange(2, 40)] * 3) for _ in range(k)]
+        out.append((x, y))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "rope"])
+@pytest.mark.parametrize("attention", ["math", "sdpa"])
+def test_packed_equals_padded(variant, attention):
+    """Same examples, padded or packed: same logits per example and same mean loss (fp32, no dropout)."""
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(**SMALL, variant=variant)).eval()
+    m.set_attention(attention)
+    ex = _random_examples(12)
+    padded, packed = pad_batch(ex, 64), pack_batch(ex, 64)
+    assert packed.x.size(0) < padded.x.size(0)
+    lp, loss_pad = m(padded.x, padded.y)
+    lk, loss_pack = m(packed.x, packed.y, pos=packed.pos, doc=packed.doc)
+    torch.testing.assert_close(loss_pack, loss_pad, rtol=1e-5, atol=1e-5)
+    # per-example logits: find each example in the packed rows
+    for r in range(packed.x.size(0)):
+        for d in packed.doc[r].unique().tolist():
+            if d < 0:
+                continue
+            cols = (packed.doc[r] == d).nonzero().flatten()
+            row = [i for i, (x, _) in enumerate(ex) if x == packed.x[r, cols].tolist()][0]
+            torch.testing.assert_close(lk[r, cols], lp[row, : len(cols)], rtol=1e-4, atol=1e-4)
+
+
+def test_fast_dropout_keeps_probability_and_expectation():
+    torch.manual_seed(0)
+    d = FastDropout(0.1).train()
+    x = torch.ones(2_000_000)
+    y = d(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.9) < 0.002
+    assert abs(y.mean().item() - 1.0) < 0.003  # unbiased: E[dropout(x)] == x
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.9), rtol=1e-4)
+    assert torch.equal(d.eval()(x), x)
+
+
+def test_fast_dropout_gradient_is_the_mask():
+    torch.manual_seed(1)
+    d = FastDropout(0.25).train()
+    x = torch.randn(1000, requires_grad=True)
+    y = d(x)
+    y.sum().backward()
+    scale = y.detach()[y != 0] / x.detach()[y != 0]
+    torch.testing.assert_close(x.grad[y != 0], scale)
+    assert torch.all(x.grad[y == 0] == 0)
