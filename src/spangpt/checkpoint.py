@@ -89,4 +89,4 @@ def load(path, device="cpu", variant: str | None = None, vocab: Vocab | None = N
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UserError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.to(device), ck_vocab, json.loads(meta["info"])
+    return model.to(device).eval(), ck_vocab, json.loads(meta["info"])

@@ -1,0 +1,87 @@
+"""The CLI end to end on a tiny synthetic corpus (tiny model, a few steps), and its error handling."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from spangpt.cli import main
+
+TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--max-steps", "3", "--epochs", "5",
+        "--device", "cpu", "--recipe", "demo"]
+
+
+def test_help_lists_the_commands():
+    r = subprocess.run([sys.executable, "-m", "spangpt", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for cmd in ("pretrain", "finetune", "evaluate", "predict", "baseline", "data", "reproduce", "demo"):
+        assert cmd in r.stdout
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, synth_dir):
+    out = tmp_path_factory.mktemp("run")
+    pre, ft = out / "v.pretrain.safetensors", out / "v.finetune.safetensors"
+    assert main(["pretrain", "--variant", "rope", "--data", str(synth_dir), "--out", str(pre), *TINY]) == 0
+    assert main(["finetune", "--variant", "rope", "--data", str(synth_dir), "--init", str(pre), "--out", str(ft),
+                 "--max-steps", "2", "--device", "cpu", "--recipe", "demo"]) == 0
+    return out, pre, ft
+
+
+def test_pretrain_writes_checkpoint_config_and_metrics(pipeline):
+    out, pre, _ = pipeline
+    cfg = json.loads((out / "v.pretrain.config.json").read_text())
+    assert cfg["model"]["variant"] == "rope" and cfg["model"]["n_layer"] == 1 and cfg["train"]["max_steps"] == 3
+    metrics = [json.loads(line) for line in (out / "v.pretrain.metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 3
+
+
+def test_evaluate_predict_baseline(pipeline, synth_dir, capsys):
+    out, _, ft = pipeline
+    preds = out / "dev.predictions"
+    assert main(["evaluate", str(ft), "--input", str(synth_dir / "birth_dev.tsv"), "--out", str(preds)]) == 0
+    n_dev = len((synth_dir / "birth_dev.tsv").read_text().splitlines())
+    assert len(preds.read_text().splitlines()) == n_dev
+    assert f"out of {n_dev}:" in capsys.readouterr().out
+    assert main(["predict", str(ft), "--input", str(synth_dir / "birth_test_inputs.tsv"), "--out",
+                 str(out / "test.predictions")]) == 0
+    assert "Correct" not in capsys.readouterr().out  # no answers, no score
+    assert main(["baseline", "--input", str(synth_dir / "birth_dev.tsv")]) == 0
+    assert capsys.readouterr().out.startswith("Correct: ")
+
+
+def test_wrong_variant_for_init_is_a_one_line_error(pipeline, synth_dir, capsys):
+    out, pre, _ = pipeline
+    code = main(["finetune", "--variant", "vanilla", "--data", str(synth_dir), "--init", str(pre),
+                 "--out", str(out / "x.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "is a 'rope' model" in err
+    assert not (out / "x.safetensors").exists()
+
+
+def test_bad_input_names_file_and_line_and_keeps_old_predictions(pipeline, tmp_path, capsys):
+    _, _, ft = pipeline
+    bad = tmp_path / "dev.tsv"
+    bad.write_text("Where was Ann born?\tParis\nWhere was Ünïcødé born?\tRome\n", encoding="utf-8")
+    preds = tmp_path / "preds.txt"
+    preds.write_text("precious\n")
+    code = main(["evaluate", str(ft), "--input", str(bad), "--out", str(preds)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{bad}:2: character" in err and err.count("\n") == 1
+    assert preds.read_text() == "precious\n"
+
+
+def test_missing_data_and_unknown_recipe(tmp_path, capsys):
+    assert main(["pretrain", "--variant", "vanilla", "--data", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
+    assert "wiki.txt: file not found" in capsys.readouterr().err
+    (tmp_path / "wiki.txt").write_text("Ann. Ann was born in Paris .")
+    assert main(["pretrain", "--variant", "vanilla", "--data", str(tmp_path), "--out", str(tmp_path / "m"),
+                 "--recipe", "nope"]) == 2
+    assert "unknown recipe 'nope'" in capsys.readouterr().err
+
+
+def test_data_synth_refuses_to_overwrite(tmp_path, capsys):
+    assert main(["data", "synth", "--out", str(tmp_path), "--people", "20"]) == 0
+    before = (tmp_path / "wiki.txt").read_bytes()
+    assert main(["data", "synth", "--out", str(tmp_path), "--people", "30", "--seed", "5"]) == 2
+    assert (tmp_path / "wiki.txt").read_bytes() == before
