@@ -115,6 +115,12 @@ def cmd_demo(args) -> None:
     demo(args.out, people=args.people, seeds=args.seeds)
 
 
+def cmd_bench(args) -> int:
+    from spangpt import bench
+
+    return bench.main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spangpt", description=__doc__.split(":")[-1].strip())
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -166,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="cap every training stage (smoke tests)")
     p.set_defaults(fn=cmd_reproduce)
 
+    p = sub.add_parser("bench", add_help=False, help="training and evaluation speed, reference vs fast path "
+                       "(spangpt bench --help)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_bench)
+
     p = sub.add_parser("demo", help="the whole experiment offline on a synthetic corpus (~15 min on 2 CPU cores)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--people", type=int, default=600)
@@ -177,11 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.fn(args)
+        rc = args.fn(args)
     except UserError as e:
         print(f"spangpt: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("spangpt: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return rc or 0

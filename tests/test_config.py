@@ -1,0 +1,39 @@
+import pytest
+
+from spangpt.config import builtin_recipes, load_recipe, model_config, train_config
+from spangpt.errors import UserError
+
+
+def test_paper_recipe_is_the_original():
+    r = load_recipe("paper")
+    pre = train_config(r, "pretrain", {}, documents=2937, block_size=128)
+    assert (pre.epochs, pre.batch_size, pre.lr, pre.betas) == (650, 128, 6e-3, (0.9, 0.95))
+    assert (pre.weight_decay, pre.grad_clip, pre.warmup_tokens) == (0.1, 1.0, 10240)
+    assert pre.final_tokens == 200 * 2937 * 128 and pre.schedule == "paper"
+    ft = train_config(r, "finetune", {}, documents=2937, block_size=128)
+    scratch = train_config(r, "finetune", {}, documents=2937, block_size=128, from_scratch=True)
+    assert (ft.epochs, scratch.epochs, ft.batch_size, ft.lr) == (10, 75, 256, 6e-4)
+    m = model_config(r, 256, "rope", {})
+    assert (m.n_layer, m.n_head, m.n_embd, m.block_size, m.dropout, m.variant) == (4, 8, 256, 128, 0.1, "rope")
+
+
+def test_overrides_win_and_none_means_unset():
+    r = load_recipe("paper")
+    cfg = train_config(r, "pretrain", {"epochs": 3, "lr": 1e-3, "seed": None}, documents=10, block_size=128)
+    assert (cfg.epochs, cfg.lr, cfg.seed) == (3, 1e-3, 0)
+    assert model_config(r, 100, "vanilla", {"n_layer": 2}).n_layer == 2
+
+
+def test_bad_recipes_are_clear_errors(tmp_path):
+    assert {"paper", "demo"} <= set(builtin_recipes())
+    with pytest.raises(UserError, match="unknown recipe 'nope'"):
+        load_recipe("nope")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[pretrain]\nepochz = 3\n")
+    with pytest.raises(UserError, match=r"bad\.toml: unknown key\(s\) in \[pretrain\]: epochz"):
+        load_recipe(str(bad))
+    bad.write_text("[pretrain\n")
+    with pytest.raises(UserError, match=r"bad\.toml: "):
+        load_recipe(str(bad))
+    with pytest.raises(UserError, match="n_embd must split"):
+        model_config(load_recipe("paper"), 100, "vanilla", {"n_head": 7})
