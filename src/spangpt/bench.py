@@ -14,13 +14,13 @@ Measured:
 2. time to answer the dev questions: the original one-question-at-a-time full-recompute greedy decoder
    (timed on as many questions as fit in --seconds, extrapolated linearly) vs evaluate.predict
    (batched, KV cache), on a randomly initialised model, plus how many answers the two agree on;
-3. peak memory: CUDA max_memory_allocated, or elsewhere the peak RSS of a fresh spawned process that
-   runs a few steps of one path (and how much it grew during them);
+3. peak memory: CUDA max_memory_allocated, or elsewhere the peak RSS (Linux: VmHWM) of a fresh spawned
+   process that runs a few steps of one path, and how much it grew over the RSS before them;
 4. model FLOP/s achieved (see _flops) and, with --peak-tflops, MFU;
 5. with --scaling: synthetic corpora of 3k / 30k / 300k people: generation time, time and Python-heap
    peak of preparing one epoch of examples and batches, and fast-path training throughput.
 
-The last line of the output is always `train speedup: 6.4x  eval speedup: 75.0x`.
+The output ends with a line such as `train speedup: 6.4x  eval speedup: 75.0x` (ratios of medians).
 """
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({_cpu_name()}, {torch.get_num_threads()} threads)"
+        return f"cpu ({_cpu_name()})"
     return device.type
 
 
@@ -184,7 +184,7 @@ def _load_avg() -> float | None:
 
 def _load_note(load: float | None) -> str | None:
     """A warning when other processes were busy as the run began (timings are then noisy and pessimistic)."""
-    if load is None or load < 0.5:
+    if load is None or load < max(0.5, 0.25 * (os.cpu_count() or 1)):
         return None
     return (f"note: load average {load:.1f} on {os.cpu_count()} cores before the run started: other processes "
             "compete for the CPUs, so these timings are noisy and pessimistic")
@@ -214,6 +214,14 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("inf")
+
+
+def _faster(r: float) -> str:
+    return f"{r:.1f}x faster" if r >= 1 else f"{1 / r:.1f}x slower"
+
+
+def _times(r: float) -> str:
+    return f"{r:.2f}x" if r < 10 else f"{r:.0f}x"
 
 
 # ----------------------------------------------------------------------------- equivalence
@@ -436,7 +444,8 @@ def _prep_epoch(docs, vocab: Vocab, block: int, batch_size: int, rng: random.Ran
 def _bench_scaling(s: Setup, people_list, seconds: float) -> list[dict]:
     rows = []
     for people in people_list:
-        _progress(f"scaling: generating a synthetic corpus of {people:,} people")
+        _progress(f"scaling: generating a synthetic corpus of {people:,} people"
+                  + (" (slower than linear in people: minutes)" if people >= 100_000 else ""))
         t0 = time.perf_counter()
         files = synth.generate(people=people, seed=0)
         t_gen = time.perf_counter() - t0
@@ -557,8 +566,9 @@ def _report(args, docs, vocab, questions, data_desc) -> int:
     # --------------------------------------------------------------- print
     model = tr["model"]
     out = []
+    threads = torch.get_num_threads()
     out.append(f"spangpt bench: {_device_name(device)}, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads")
+               f"{threads} CPU thread{'s' if threads != 1 else ''}")
     out.append(f"fast-path precision: {_precision_note(args.precision, device, bf16)}")
     load = _load_note(args.load_at_start)
     if load:
@@ -579,7 +589,7 @@ def _report(args, docs, vocab, questions, data_desc) -> int:
     tsp = _ratio(tr["fast"], tr["reference"])
     esp = _ratio(ev["plain_total"], ev["batched_total"])
     rows = [
-        ["train: real target tokens/s (median)", f"{tr['reference']:,.0f}", f"{tr['fast']:,.0f}", f"{tsp:.1f}x faster"],
+        ["train: real target tokens/s (median)", f"{tr['reference']:,.0f}", f"{tr['fast']:,.0f}", _faster(tsp)],
         ["train: tokens/s per round", " / ".join(f"{r['tok_s']:,.0f}" for r in R),
          " / ".join(f"{r['tok_s']:,.0f}" for r in F), ""],
         [f"train: s per step ({bs} examples)", f"{med(R, lambda r: r['seconds'] / r['steps']):.3f}",
@@ -589,7 +599,7 @@ def _report(args, docs, vocab, questions, data_desc) -> int:
         ["train: real targets / positions computed", f"{sum(r['targets'] for r in R) / sum(r['positions'] for r in R):.0%}",
          f"{sum(r['targets'] for r in F) / sum(r['positions'] for r in F):.0%}", ""],
         [f"eval: {ev['n']} dev questions, s", f"{ev['plain_total']:.1f}*", f"{ev['batched_total']:.2f}",
-         f"{esp:.1f}x faster"],
+         _faster(esp)],
         ["eval: questions/s", f"{ev['n'] / ev['plain_total']:.2f}", f"{ev['n'] / ev['batched_total']:.1f}", ""],
     ]
     if mem is not None:
@@ -600,7 +610,7 @@ def _report(args, docs, vocab, questions, data_desc) -> int:
 
         def mem_ratio(a, b):
             ga, gb = grow(a), grow(b)
-            return "" if ga is None or gb is None or ga <= 0 else f"{gb / ga:.2f}x the growth"
+            return "" if ga is None or gb is None or ga <= 0 else f"{_times(gb / ga)} the growth"
 
         rows.append([f"memory, train {MEMORY_STEPS} steps: {unit}", fmt(mem[0]), fmt(mem[1]), mem_ratio(mem[0], mem[1])])
         rows.append([f"memory, eval: {unit}", fmt(mem[2]), fmt(mem[3]), mem_ratio(mem[2], mem[3])])

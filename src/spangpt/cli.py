@@ -115,12 +115,6 @@ def cmd_demo(args) -> None:
     demo(args.out, people=args.people, seeds=args.seeds)
 
 
-def cmd_bench(args) -> int:
-    from spangpt import bench
-
-    return bench.main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spangpt", description=__doc__.split(":")[-1].strip())
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -174,8 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", add_help=False, help="training and evaluation speed, reference vs fast path "
                        "(spangpt bench --help)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("demo", help="the whole experiment offline on a synthetic corpus (~15 min on 2 CPU cores)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -186,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # bench has its own parser (argparse.REMAINDER would not take its --options)
+        from spangpt import bench
+
+        return bench.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         rc = args.fn(args)

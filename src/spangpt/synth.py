@@ -187,7 +187,7 @@ def write_corpus(out_dir, people: int = 600, seed: int = 0, overwrite: bool = Fa
         existing = [name for name in files if (out / name).exists()]
         if existing:
             raise UserError(f"{out}: {', '.join(existing)} already exist(s); "
-                            "pass overwrite=True (--overwrite) to replace")
+                            "pass --force (overwrite=True) to replace them")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in files.items():
