@@ -216,3 +216,29 @@ def test_write_is_atomic(tmp_path, monkeypatch):
 @given(people=st.integers(10, 200), seed=st.integers(0, 2**32 - 1))
 def test_any_corpus_is_valid(people, seed):
     check_corpus(synth.generate(people, seed), people)
+
+
+def test_simple_style_is_one_plain_sentence_and_keeps_the_vocabulary_property():
+    files = synth.generate(60, seed=3, style="simple")
+    lines = files["wiki.txt"].split("\n")
+    plain = [line for line in lines if " was born in " in line and '"' not in line]
+    assert len(plain) >= len(lines) - 5
+    for line in plain:
+        name = line.split(". ")[0]
+        assert line.startswith(f"{name}. {name} was born in ") and line.endswith(" .")
+    assert set("".join(files[f] for f in synth.FILES if f.endswith(".tsv"))) - {"\t", "\n"} <= set(files["wiki.txt"])
+    with pytest.raises(UserError, match="unknown corpus style"):
+        synth.generate(60, style="fancy")
+
+
+def test_several_bios_per_person_are_differently_worded_lines_of_the_same_fact():
+    files = synth.generate(40, seed=2, style="simple", bios=3)
+    lines = files["wiki.txt"].split("\n")
+    assert len(lines) == 120
+    for q, place in (line.split("\t") for line in files["birth_dev.tsv"].splitlines()):
+        name = q[len("Where was "):-len(" born?")]
+        mine = [line for line in lines if line.startswith(name + ". ")]
+        assert len(mine) == 3 and len(set(mine)) == 3  # three lines, three wordings
+        assert all(place in line for line in mine)
+    with pytest.raises(UserError, match="bios per person"):
+        synth.generate(40, style="simple", bios=9)

@@ -37,7 +37,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"))
     g.add_argument("--pack", type=_bool, metavar="BOOL", help="pack several examples per row (default true)")
     g.add_argument("--attention", choices=("auto", "math", "sdpa"))
-    g.add_argument("--fast-dropout", type=_bool, metavar="BOOL", help="int16 dropout masks (default true)")
+    g.add_argument("--fast-dropout", type=_bool, metavar="BOOL", help="int16 dropout masks (default: on CPU, off on CUDA)")
     g.add_argument("--compile", type=_bool, metavar="BOOL", help="torch.compile the model (default false)")
     g.add_argument("--log-interval", type=int, help="steps between metrics lines")
     g.add_argument("--n-layer", type=int)
@@ -91,8 +91,8 @@ def cmd_baseline(args) -> None:
 def cmd_synth(args) -> None:
     from spangpt.synth import write_corpus
 
-    paths = write_corpus(args.out, people=args.people, seed=args.seed, overwrite=args.force)
-    print(f"wrote {len(paths)} files to {args.out} ({args.people} people, seed {args.seed})")
+    paths = write_corpus(args.out, people=args.people, seed=args.seed, overwrite=args.force, style=args.style)
+    print(f"wrote {len(paths)} files to {args.out} ({args.people} people, {args.style}, seed {args.seed})")
 
 
 def cmd_download(args) -> None:
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--people", type=int, default=600)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--style", choices=("varied", "simple"), default="varied",
+                   help="varied: 12 templates with distractors; simple: one plain sentence per person")
     d.add_argument("--force", action="store_true", help="overwrite existing files")
     d.set_defaults(fn=cmd_synth)
     d = dsub.add_parser("download", help="fetch the original CS224N files and verify their SHA-256")

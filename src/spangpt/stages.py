@@ -15,7 +15,7 @@ from spangpt.data import finetune_examples, load_corpus, load_questions, pretrai
 from spangpt.errors import UserError
 from spangpt.evaluate import accuracy, predict, write_predictions
 from spangpt.model import GPT
-from spangpt.train import pick_device, train
+from spangpt.train import pick_device, train, wants_fast_dropout
 from spangpt.vocab import Vocab
 
 WIKI, TRAIN_QA = "wiki.txt", "birth_places_train.tsv"
@@ -45,7 +45,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
            "model": mcfg.to_dict(), "train": tcfg.to_dict()}
     _start(run, out, quiet)
     torch.manual_seed(tcfg.seed)  # the initial weights are part of what --seed fixes
-    model = GPT(mcfg, fast_dropout=tcfg.fast_dropout)
+    model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
     block = mcfg.block_size
 
     def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
@@ -82,9 +82,9 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
     _start(run, out, quiet)
     torch.manual_seed(tcfg.seed)
     if init is None:
-        model = GPT(mcfg, fast_dropout=tcfg.fast_dropout)
+        model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
     else:  # rebuild with the run's dropout implementation, keeping the pretrained weights
-        fresh = GPT(mcfg, fast_dropout=tcfg.fast_dropout)
+        fresh = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
         fresh.load_state_dict(model.state_dict())
         model = fresh
     res = train(model, lambda rng: examples, tcfg, sidecar(out, ".metrics.jsonl"), desc=f"finetune {variant}")

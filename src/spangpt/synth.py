@@ -84,6 +84,16 @@ TEMPLATES = [
     "{name}. {name} was a {job} who lived in {other} and {other2} but was born in {place} .",
 ]
 WEIGHTS = [1, 3, 3, 3, 2, 2, 2, 2, 2, 1, 1, 1]
+# style="simple": one plain sentence per person and no distractors, so a small model memorises the
+# corpus in a couple of minutes on a CPU (the end-to-end test and the demo); the question template
+# still occurs once, for the vocabulary.
+SIMPLE = [
+    "{name}. {name} was born in {place} .",
+    "{name}. The birthplace of {name} is {place} .",
+    "{name}. {name} is a {job} who was born in {place} .",
+    "{name}. {place} is where {name} was born .",
+]
+STYLES = ("varied", "simple")
 
 # Syllables for fictional names: plain consonant-vowel pairs, some with a closing consonant.
 _ONSETS = ["b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z",
@@ -146,17 +156,36 @@ def _bio(rng, template, name, place):
     return line
 
 
-def generate(people: int = 600, seed: int = 0) -> dict[str, str]:
-    """Return {filename: text} for a corpus of `people` fictional people (deterministic in seed)."""
+def generate(people: int = 600, seed: int = 0, style: str = "varied", bios: int = 1) -> dict[str, str]:
+    """Return {filename: text} for a corpus of `people` fictional people (deterministic in seed).
+
+    bios > 1 gives each person that many differently worded lines ("knowledge augmentation", which
+    Allen-Zhu & Li 2023 found makes facts of held-out people extractable); the real data has one.
+    """
     if people < 10:
         raise UserError(f"synthetic corpus needs at least 10 people (got {people})")
+    if style not in STYLES:
+        raise UserError(f"unknown corpus style '{style}' (one of {', '.join(STYLES)})")
+    templates = TEMPLATES if style == "varied" else SIMPLE
+    if not 1 <= bios <= len(templates) - (style == "varied"):
+        raise UserError(f"bios per person must be between 1 and {len(templates) - (style == 'varied')} for style '{style}'")
     rng = random.Random(seed)  # the only randomness: same seed, same bytes
     names = _names(rng, people)
     places = rng.choices(PLACES, weights=_place_weights(), k=people)
     kinds = rng.choices(range(len(TEMPLATES)), weights=WEIGHTS, k=people)
     if 0 not in kinds:
         kinds[0] = 0  # the question template must occur at least once (see TEMPLATES)
-    lines = [_bio(rng, TEMPLATES[k], n, p) for k, n, p in zip(kinds, names, places)]
+    if style == "varied":
+        lines = [_bio(rng, TEMPLATES[k], n, p) for k, n, p in zip(kinds, names, places)]
+    else:  # the question template once, for the vocabulary; everyone else plain sentences
+        lines = [_bio(rng, TEMPLATES[0] if k == 0 else SIMPLE[0], n, p) for k, n, p in zip(kinds, names, places)]
+    used = [{TEMPLATES[k] if style == "varied" else SIMPLE[0]} for k in kinds]
+    for _ in range(bios - 1):  # extra lines: another wording each, never the first one again
+        for i, (n, p) in enumerate(zip(names, places)):
+            others = [t for t in (TEMPLATES[1:] if style == "varied" else SIMPLE[1:]) if t not in used[i]]
+            t = rng.choice(others)
+            used[i].add(t)
+            lines.append(_bio(rng, t, n, p))
 
     # Split people, not lines: ~68% train, ~17% dev, the rest test, as in the real files.
     order = list(range(people))
@@ -168,7 +197,7 @@ def generate(people: int = 600, seed: int = 0) -> dict[str, str]:
         return "".join(f"Where was {names[i]} born?" + (f"\t{places[i]}" if answers else "") + "\n"
                        for i in idx)
 
-    wiki_order = list(range(people))
+    wiki_order = list(range(len(lines)))
     rng.shuffle(wiki_order)
     return {
         "wiki.txt": "\n".join(lines[i] for i in wiki_order),  # no final newline, like the original
@@ -179,10 +208,11 @@ def generate(people: int = 600, seed: int = 0) -> dict[str, str]:
     }
 
 
-def write_corpus(out_dir, people: int = 600, seed: int = 0, overwrite: bool = False) -> list[Path]:
+def write_corpus(out_dir, people: int = 600, seed: int = 0, overwrite: bool = False,
+                 style: str = "varied", bios: int = 1) -> list[Path]:
     """Write generate()'s files into out_dir; refuses to replace existing files unless overwrite."""
     out = Path(out_dir)
-    files = generate(people, seed)
+    files = generate(people, seed, style, bios)
     if not overwrite:
         existing = [name for name in files if (out / name).exists()]
         if existing:

@@ -39,7 +39,9 @@ class TrainConfig:
     precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 on CUDA and on CPUs with native bf16)
     pack: bool = True  # several examples per row (same loss, ~2.5x fewer positions on span corruption)
     attention: str = "auto"  # "math" | "sdpa" | "auto" (sdpa on CUDA, math on CPU: measured faster there)
-    fast_dropout: bool = True  # int16 keep-masks (see model.FastDropout); False = torch.nn.Dropout
+    # int16 keep-masks (model.FastDropout) on CPU; on CUDA torch.nn.Dropout is one fused kernel and
+    # measured faster. None = choose by device.
+    fast_dropout: bool | None = None
     compile: bool = False
     log_interval: int = 20  # steps between loss syncs / metrics lines
     progress: bool = True
@@ -84,6 +86,10 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if device.type == "cpu":  # native bf16 (AVX512-BF16 / AMX) makes autocast fast; emulated bf16 is slow
         return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
     return False
+
+
+def wants_fast_dropout(cfg: TrainConfig) -> bool:
+    return cfg.fast_dropout if cfg.fast_dropout is not None else pick_device(cfg.device).type == "cpu"
 
 
 def autocast_context(device: torch.device, bf16: bool):
