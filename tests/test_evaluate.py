@@ -17,3 +17,26 @@ def test_predictions_file_one_per_line(tmp_path):
     p = tmp_path / "pred.txt"
     write_predictions(p, ["Paris", "New\nYork", ""])
     assert p.read_text(encoding="utf-8").split("\n") == ["Paris", "New York", "", ""]
+
+
+def test_answer_loss_is_the_mean_nll_of_the_answer_characters():
+    import torch
+
+    from spangpt.evaluate import answer_loss
+    from spangpt.model import GPT, ModelConfig
+    from spangpt.vocab import MASK, Vocab
+
+    pairs = [("Where was Ann born?", "Paris"), ("Where was Bob Li born?", "Rome")]
+    vocab = Vocab.from_text("".join(q + a for q, a in pairs))
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=len(vocab), block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    total, count = 0.0, 0
+    for q, a in pairs:  # plain: score each character of ⁇answer⁇ given everything before it
+        ids = vocab.encode(q + MASK + a + MASK)
+        with torch.no_grad():
+            logp = model(torch.tensor([ids]))[0][0].log_softmax(-1)
+        for t in range(len(q) - 1, len(ids) - 1):
+            total -= float(logp[t, ids[t + 1]])
+            count += 1
+    assert count == sum(len(a) + 2 for _, a in pairs)
+    assert abs(answer_loss(model, vocab, pairs) - total / count) < 1e-4

@@ -91,7 +91,8 @@ def cmd_baseline(args) -> None:
 def cmd_synth(args) -> None:
     from spangpt.synth import write_corpus
 
-    paths = write_corpus(args.out, people=args.people, seed=args.seed, overwrite=args.force, style=args.style)
+    paths = write_corpus(args.out, people=args.people, seed=args.seed, overwrite=args.force, style=args.style,
+                         bios=args.bios)
     print(f"wrote {len(paths)} files to {args.out} ({args.people} people, {args.style}, seed {args.seed})")
 
 
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--style", choices=("varied", "simple"), default="varied",
                    help="varied: 12 templates with distractors; simple: one plain sentence per person")
+    d.add_argument("--bios", type=int, default=1, help="differently worded lines per person (default 1, as the real data)")
     d.add_argument("--force", action="store_true", help="overwrite existing files")
     d.set_defaults(fn=cmd_synth)
     d = dsub.add_parser("download", help="fetch the original CS224N files and verify their SHA-256")
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole experiment offline on a synthetic corpus (~15 min on 2 CPU cores)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--people", type=int, default=600)
+    p.add_argument("--people", type=int, default=200)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.set_defaults(fn=cmd_demo)
     return ap

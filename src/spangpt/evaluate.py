@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from spangpt.checkpoint import atomic_write
+from spangpt.data import finetune_examples, pad_batch
 from spangpt.errors import UserError, where
 from spangpt.generate import greedy_batched
 from spangpt.model import GPT
@@ -46,3 +49,17 @@ def write_predictions(path, predictions: list[str]) -> None:
 
 def london_baseline(answers: list[str]) -> tuple[int, int]:
     return accuracy(["London"] * len(answers), answers)
+
+
+@torch.no_grad()
+def answer_loss(model: GPT, vocab: Vocab, pairs, source="<questions>") -> float:
+    """Mean cross-entropy (nats per character) of the true `⁇answer⁇` given `question`, teacher-forced.
+
+    Exact match is all-or-nothing; this shows how much probability the model puts on the right
+    birthplace, so small gains from pretraining are visible before they flip greedy answers.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    batch = pad_batch(finetune_examples(pairs, vocab, model.cfg.block_size, source), model.cfg.block_size).to(device)
+    _, loss = model(batch.x, batch.y)
+    return float(loss)

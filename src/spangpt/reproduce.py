@@ -10,10 +10,10 @@ import statistics
 import time
 from pathlib import Path
 
-from spangpt import stages
+from spangpt import checkpoint, stages
 from spangpt.checkpoint import atomic_write
 from spangpt.data import load_questions
-from spangpt.evaluate import london_baseline
+from spangpt.evaluate import answer_loss, london_baseline
 
 DEV, TEST = "birth_dev.tsv", "birth_test_inputs.tsv"
 ROWS = (("london", "always 'London'"), ("scratch", "no pretraining"), ("vanilla", "vanilla (learned positions)"),
@@ -33,10 +33,13 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     t = time.perf_counter()
     _, (correct, total) = stages.evaluate(ft, data / DEV, out / f"{name}.seed{seed}.dev.predictions", o.get("device", "auto"))
     info["eval_seconds"] = round(time.perf_counter() - t, 2)
+    model, vocab, _ = checkpoint.load(ft)
+    info["answer_loss"] = answer_loss(model, vocab, load_questions(data / DEV), str(data / DEV))
     if (data / TEST).is_file():
         stages.evaluate(ft, data / TEST, out / f"{name}.seed{seed}.test.predictions", o.get("device", "auto"), need_answers=False)
     info.update(correct=correct, total=total, accuracy=100.0 * correct / total)
-    print(f"{name} seed {seed}: dev {correct}/{total} = {info['accuracy']:.1f}%", flush=True)
+    print(f"{name} seed {seed}: dev {correct}/{total} = {info['accuracy']:.1f}%, "
+          f"answer loss {info['answer_loss']:.3f}", flush=True)
     return info
 
 
@@ -66,16 +69,18 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
 
 
 def format_table(results: dict) -> str:
-    lines = ["| model | dev exact match | seeds |", "|---|---|---|"]
+    lines = ["| model | dev exact match | per seed | dev answer loss (nats/char) |", "|---|---|---|---|"]
     lo = results["london"]
-    lines.append(f"| always 'London' | {lo['accuracy']:.1f}% ({lo['correct']}/{lo['total']}) | - |")
+    lines.append(f"| always 'London' | {lo['accuracy']:.1f}% ({lo['correct']}/{lo['total']}) | - | - |")
     for key, label in ROWS[1:]:
-        accs = [r["accuracy"] for r in results["runs"] if r["name"] == key]
-        if not accs:
+        runs = [r for r in results["runs"] if r["name"] == key]
+        if not runs:
             continue
+        accs = [r["accuracy"] for r in runs]
         spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
         each = ", ".join(f"{a:.1f}" for a in accs)
-        lines.append(f"| {label} | {statistics.mean(accs):.1f}%{spread} | {each} |")
+        loss = statistics.mean(r["answer_loss"] for r in runs)
+        lines.append(f"| {label} | {statistics.mean(accs):.1f}%{spread} | {each} | {loss:.3f} |")
     return "\n".join(lines)
 
 
@@ -100,15 +105,18 @@ def plot_losses(out: Path) -> None:
     plt.close(fig)
 
 
-def demo(out, people: int = 600, seeds=(0,)) -> dict:
+def demo(out, people: int = 200, seeds=(0,)) -> dict:
     from spangpt.synth import write_corpus
 
     out = Path(out)
     data = out / "data"
     if not (data / "wiki.txt").is_file():
-        write_corpus(data, people=people, seed=0)
-    header = (f"Demo on a synthetic corpus of {people} people (`spangpt data synth`), with the small `demo` "
-              "recipe (see `spangpt/recipes/demo.toml`): the same code as the real experiment, scaled down to "
-              "run in minutes on a CPU. Numbers are not comparable with the paper's.\n\n")
+        write_corpus(data, people=people, seed=0, style="simple")
+    header = (f"Demo: a synthetic corpus of {people} people, one plain biography each "
+              f"(`spangpt data synth --style simple --people {people}`), and the small `demo` recipe "
+              "(2 layers, 128 dims; see spangpt/recipes/demo.toml): the real experiment's code and objective, "
+              "scaled down to run in about 10 minutes on a 2-core CPU. Its numbers are not comparable with the "
+              "paper's; with 136 fine-tuning pairs, exact match stays low, and the answer loss shows what "
+              "pretraining adds.\n\n")
     print(header.strip(), flush=True)
     return reproduce(data, out, recipe="demo", seeds=seeds, header=header)

@@ -1,0 +1,44 @@
+import random
+
+from spangpt import stages
+from spangpt.data import load_questions
+from spangpt.train import TrainResult
+from spangpt.vocab import MASK, PAD_ID
+
+
+def _capture_draw(monkeypatch):
+    seen = {}
+
+    def fake_train(model, draw, cfg, metrics_path=None, desc=""):
+        seen["examples"] = draw(random.Random(0))
+        seen["cfg"] = cfg
+        return TrainResult(steps=1)
+
+    monkeypatch.setattr(stages, "train", fake_train)
+    return seen
+
+
+def test_mix_qa_adds_exactly_the_training_pairs_never_dev(monkeypatch, tmp_path, synth_dir):
+    seen = _capture_draw(monkeypatch)
+    info = stages.pretrain(synth_dir, tmp_path / "p.safetensors", "vanilla", "demo", quiet=True, mix_qa=True)
+    assert info["mix_qa"] is True
+    from spangpt.checkpoint import load
+
+    _, vocab, _ = load(tmp_path / "p.safetensors")
+    qa = [vocab.decode(x) for x, y in seen["examples"] if y[0] == PAD_ID]  # QA examples: no loss on the question
+    train_q = {q for q, _ in load_questions(synth_dir / "birth_places_train.tsv")}
+    dev_q = {q for q, _ in load_questions(synth_dir / "birth_dev.tsv")}
+    asked = {s.split(MASK)[0] for s in qa}
+    assert asked == train_q and not asked & dev_q
+    n_docs = len((synth_dir / "wiki.txt").read_text(encoding="utf-8").split("\n"))
+    assert len(seen["examples"]) == n_docs + len(train_q)
+
+
+def test_plain_pretraining_sees_only_the_corpus(monkeypatch, tmp_path, synth_dir):
+    seen = _capture_draw(monkeypatch)
+    info = stages.pretrain(synth_dir, tmp_path / "p.safetensors", "rope", "paper", quiet=True)
+    assert info["mix_qa"] is False
+    n_docs = len((synth_dir / "wiki.txt").read_text(encoding="utf-8").split("\n"))
+    assert len(seen["examples"]) == n_docs
+    assert all(vocab_count == 3 for vocab_count in (x.count(1) for x, _ in seen["examples"]))  # prefix⁇suffix⁇masked⁇
+    assert seen["cfg"].epochs == 650 and seen["cfg"].final_tokens == 200 * n_docs * 128
