@@ -126,3 +126,12 @@ def test_fast_dropout_gradient_is_the_mask():
     scale = y.detach()[y != 0] / x.detach()[y != 0]
     torch.testing.assert_close(x.grad[y != 0], scale)
     assert torch.all(x.grad[y == 0] == 0)
+
+
+def test_training_flops_hand_computed():
+    cfg = ModelConfig(**SMALL)  # V=40, T=64, L=2, d=32
+    m = GPT(cfg)
+    d, L, V = 32, 2, 40
+    per_block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
+    n = L * per_block + 2 * d + d * V  # blocks, final LayerNorm, head (no bias); no embeddings
+    assert m.training_flops(10, 30) == 6 * n * 10 + 12 * L * d * 30

@@ -46,11 +46,11 @@ def _copy_task(rng):
     return out
 
 
-def _run(seed, pack=True, steps=30):
+def _run(seed, pack=True, steps=30, workers=0):
     torch.manual_seed(seed)  # init, as stages.py does before building the model
     m = GPT(ModelConfig(**SMALL, dropout=0.1))
     cfg = TrainConfig(epochs=100, batch_size=16, lr=1e-2, schedule="constant", max_steps=steps, seed=seed,
-                      device="cpu", precision="fp32", pack=pack, log_interval=5, progress=False)
+                      device="cpu", precision="fp32", pack=pack, log_interval=5, progress=False, workers=workers)
     return train(m, _copy_task, cfg)
 
 
@@ -72,4 +72,10 @@ def test_metrics_file_is_json_lines(tmp_path):
     train(m, _copy_task, cfg, metrics_path=tmp_path / "m.jsonl")
     recs = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [4, 8, 10]
-    assert {"step", "tokens", "loss", "lr", "real_tokens"} <= set(recs[0])
+    assert {"step", "tokens", "loss", "lr", "real_tokens", "gflops"} <= set(recs[0]) and recs[0]["gflops"] > 0
+
+
+def test_a_data_worker_process_changes_nothing_but_where_batches_are_made():
+    inline, worker = _run(0, steps=12), _run(0, steps=12, workers=1)
+    assert [h["loss"] for h in inline.history] == [h["loss"] for h in worker.history]
+    assert (inline.tokens, inline.real_tokens) == (worker.tokens, worker.real_tokens)

@@ -16,7 +16,7 @@ Measured:
    (batched, KV cache), on a randomly initialised model, plus how many answers the two agree on;
 3. peak memory: CUDA max_memory_allocated, or elsewhere the peak RSS (Linux: VmHWM) of a fresh spawned
    process that runs a few steps of one path, and how much it grew over the RSS before them;
-4. model FLOP/s achieved (see _flops) and, with --peak-tflops, MFU;
+4. model FLOP/s achieved (see GPT.training_flops) and, with --peak-tflops, MFU;
 5. with --scaling: synthetic corpora of 3k / 30k / 300k people: generation time, time and Python-heap
    peak of preparing one epoch of examples and batches, and fast-path training throughput.
 
@@ -137,24 +137,6 @@ def _train_rate(model, opt, path: TrainPath, docs, vocab, block, batch_size, dev
     dt = time.perf_counter() - t0
     return {"tok_s": targets / dt, "seconds": dt, "steps": steps, "targets": targets, "rows": rows,
             "positions": positions, "inputs": inputs, "sq": sq}
-
-
-def _flops(model: GPT, inputs: int, sq: int) -> float:
-    """Model FLOPs of a training step over examples of lengths n_i (inputs = Σn, sq = Σn²).
-
-    Per input token: 6N for the matmuls (forward 2N + backward 4N), N = all parameters except the two
-    embedding tables (lookups, not matmuls), LM head included; plus 12·L·d·T for attention (QKᵀ and AV,
-    2·T·d each forward per layer, x3 for training), T = the token's example length (PaLM's convention:
-    causal masking is not discounted). Summed over examples: 6N·Σn + 12·L·d·Σn². Padding and packing
-    filler are not counted: this is useful work, the same for both layouts.
-    """
-    cfg = model.cfg
-    return 6.0 * non_embedding_params(model) * inputs + 12.0 * cfg.n_layer * cfg.n_embd * sq
-
-
-def non_embedding_params(model: GPT) -> int:
-    n = model.num_params() - model.tok_emb.weight.numel()
-    return n - (model.pos_emb.weight.numel() if model.pos_emb is not None else 0)
 
 
 def _cpu_name() -> str:
@@ -575,7 +557,7 @@ def _report(args, docs, vocab, questions, data_desc) -> int:
         out.append(load)
     out.append(f"model: {cfg.n_layer} layer(s), {cfg.n_head} heads, {cfg.n_embd} dims, block {block}, dropout "
                f"{cfg.dropout}, vocab {cfg.vocab_size}: {model.num_params() / 1e6:.2f}M parameters "
-               f"({non_embedding_params(model) / 1e6:.2f}M non-embedding)")
+               f"({(model.training_flops(1, 0) / 6) / 1e6:.2f}M non-embedding)")
     out.append(f"data: {data_desc}: {len(docs):,} documents, {len(questions)} dev questions")
     out.append(f"reference = {s.ref.describe(bs, block)} (the original's computation)")
     out.append(f"fast      = {s.fast.describe(bs, block)} (what `spangpt pretrain` runs here)")
@@ -631,12 +613,12 @@ def _report(args, docs, vocab, questions, data_desc) -> int:
             out.append(f"  memory: each path in a fresh spawned process on 1 thread ({MEMORY_STEPS} training steps "
                        f"/ 3 plain questions / all {ev['n']} batched questions); its peak RSS, + = the peak's growth "
                        "over the RSS after importing torch and building the model (and optimizer).")
-    useful = lambda rs: sum(_flops(model, r["inputs"], r["sq"]) for r in rs) / sum(r["seconds"] for r in rs)  # noqa: E731
+    useful = lambda rs: sum(model.training_flops(r["inputs"], r["sq"]) for r in rs) / sum(r["seconds"] for r in rs)  # noqa: E731
     t_avg = sum(r["sq"] for r in F) / max(1, sum(r["inputs"] for r in F))
     g_fast, g_ref = useful(F) / 1e9, useful(R) / 1e9
     out.append("")
     out.append(f"achieved model FLOP/s, fast path: {g_fast:.1f} GFLOP/s (reference: {g_ref:.1f} GFLOP/s), counting "
-               f"6N + 12·L·d·T_avg FLOPs per real input token: N = {non_embedding_params(model) / 1e6:.2f}M "
+               f"6N + 12·L·d·T_avg FLOPs per real input token: N = {(model.training_flops(1, 0) / 6) / 1e6:.2f}M "
                f"non-embedding parameters (LM head included), L = {cfg.n_layer}, d = {cfg.n_embd}, "
                f"T_avg = Σn²/Σn = {t_avg:.1f} over example lengths n (PaLM convention, causal mask not "
                "discounted; padding and filler not counted)")

@@ -129,14 +129,27 @@ class Batch:
     pos: torch.Tensor | None = None  # (B, T) position of each token inside its own example
     doc: torch.Tensor | None = None  # (B, T) example index inside the row; attention stays within one
     n_examples: int = 0
+    sum_len: int = 0  # Σ example lengths and Σ squares: what GPT.training_flops needs
+    sum_len_sq: int = 0
 
     def to(self, device):
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.x), move(self.y), move(self.pos), move(self.doc), self.n_examples)
+        return Batch(move(self.x), move(self.y), move(self.pos), move(self.doc), self.n_examples, self.sum_len,
+                     self.sum_len_sq)
+
+    def pin_memory(self):  # called by DataLoader(pin_memory=True): page-locked memory copies to a GPU faster
+        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
+        return Batch(pin(self.x), pin(self.y), pin(self.pos), pin(self.doc), self.n_examples, self.sum_len,
+                     self.sum_len_sq)
 
     @property
     def n_targets(self) -> int:
         return int((self.y != PAD_ID).sum())
+
+
+def _length_sums(examples) -> dict:
+    lengths = [len(x) for x, _ in examples]
+    return {"sum_len": sum(lengths), "sum_len_sq": sum(n * n for n in lengths)}
 
 
 def pad_batch(examples, block_size: int) -> Batch:
@@ -147,7 +160,7 @@ def pad_batch(examples, block_size: int) -> Batch:
     for r, (xi, yi) in enumerate(examples):
         x[r, : len(xi)] = torch.tensor(xi)
         y[r, : len(yi)] = torch.tensor(yi)
-    return Batch(x, y, n_examples=len(examples))
+    return Batch(x, y, n_examples=len(examples), **_length_sums(examples))
 
 
 def pack_rows(lengths, capacity: int) -> list[list[int]]:
@@ -193,7 +206,7 @@ def pack_batch(examples, block_size: int) -> Batch:
             pos[r, t : t + n] = torch.arange(n)
             doc[r, t : t + n] = k
             t += n
-    return Batch(x, y, pos, doc, len(examples))
+    return Batch(x, y, pos, doc, len(examples), **_length_sums(examples))
 
 
 def batches(examples, batch_size: int, block_size: int, pack: bool, rng: random.Random):

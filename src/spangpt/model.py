@@ -192,6 +192,19 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def training_flops(self, inputs: int, sq: int) -> float:
+        """Model FLOPs of a training step over examples of lengths n_i (inputs = Σn, sq = Σn²).
+
+        Per input token: 6N for the matmuls (forward 2N + backward 4N), N = all parameters except the
+        embedding tables (lookups, not matmuls), LM head included; plus 12·L·d·T for attention (QKᵀ and
+        AV, 2·T·d each forward per layer, x3 for training), T = the token's example length (PaLM's
+        convention: causal masking is not discounted). Padding and packing filler are not counted: this
+        is useful work, the same for both layouts, so FLOP/s compare layouts fairly.
+        """
+        n = self.num_params() - self.tok_emb.weight.numel()
+        n -= self.pos_emb.weight.numel() if self.pos_emb is not None else 0
+        return 6.0 * n * inputs + 12.0 * self.cfg.n_layer * self.cfg.n_embd * sq
+
     def forward(self, idx, targets=None, pos=None, doc=None, mask=None, cache=None):
         """idx (B, T) -> logits (B, T, V), and the mean loss over non-PAD targets when targets are given.
 

@@ -36,7 +36,7 @@ class TrainConfig:
     max_steps: int = 0  # 0 = no limit
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 on CUDA and on CPUs with native bf16)
+    precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 only on CPUs with native bf16; see use_bf16)
     pack: bool = True  # several examples per row (same loss, ~2.5x fewer positions on span corruption)
     attention: str = "auto"  # "math" | "sdpa" | "auto" (sdpa on CUDA, math on CPU: measured faster there)
     # int16 keep-masks (model.FastDropout) on CPU; on CUDA torch.nn.Dropout is one fused kernel and
@@ -44,6 +44,8 @@ class TrainConfig:
     fast_dropout: bool | None = None
     compile: bool = False
     log_interval: int = 20  # steps between loss syncs / metrics lines
+    workers: int | None = None  # batch-preparation processes (0 or 1); None = 1 on CUDA, 0 on CPU
+    peak_tflops: float = 0.0  # the device's peak at this precision; > 0 adds MFU to the metrics
     progress: bool = True
 
     def to_dict(self) -> dict:
@@ -82,7 +84,10 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     if precision in ("fp32", "bf16"):
         return precision == "bf16"
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Measured on an H200 with the paper model: fp32 (TF32 matmuls) ran 486k real tok/s against
+        # 322-385k for bf16 (the model is too small to be matmul-bound), and bf16 with SDPA let the
+        # loss drift up (2.63 -> 2.81 over steps 300-1200) while fp32 kept falling. So fp32 by default.
+        return False
     if device.type == "cpu":  # native bf16 (AVX512-BF16 / AMX) makes autocast fast; emulated bf16 is slow
         return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
     return False
@@ -109,6 +114,23 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
 
 
+def workers(cfg: TrainConfig, device: torch.device) -> int:
+    """Data-preparation processes: one on CUDA (batches take ~5 ms of Python, as long as a GPU step),
+    none on CPU, where the two cores are busy with the model and a worker would only compete."""
+    return cfg.workers if cfg.workers is not None else int(device.type == "cuda")
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """The trainer's own (epoch, batch) generator, run inside a single DataLoader worker: same order,
+    same random draws as in-process (one worker consumes the one rng stream)."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __iter__(self):
+        return self.make()
+
+
 @dataclass
 class TrainResult:
     steps: int = 0
@@ -124,6 +146,9 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     device = pick_device(cfg.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 tensor-core matmuls
+        torch.backends.cudnn.allow_tf32 = True
     model.to(device).train()
     model.set_attention(cfg.attention if cfg.attention != "auto" else ("sdpa" if device.type == "cuda" else "math"))
     bf16 = use_bf16(cfg.precision, device)
@@ -144,7 +169,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     res = TrainResult()
     bar = tqdm(total=total_steps, desc=desc, disable=not cfg.progress, dynamic_ncols=True)
     loss_sum = torch.zeros((), device=device)  # summed on device; synced only every log_interval steps
-    n_in_sum, window_real, t0 = 0, 0, time.perf_counter()
+    n_in_sum, window_real, window_flops, t0 = 0, 0, 0.0, time.perf_counter()
     t_log = t0
     def epochs():
         for epoch in range(cfg.epochs):
@@ -152,8 +177,15 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             for batch in batches(examples, cfg.batch_size, block, cfg.pack, rng):
                 yield epoch, batch
 
+    stream = epochs()
+    if workers(cfg, device):  # prepare batches in another process, so a fast GPU never waits on Python
+        loader = torch.utils.data.DataLoader(_Stream(epochs), batch_size=None, num_workers=1, prefetch_factor=8,
+                                             pin_memory=device.type == "cuda",
+                                             # its own generator, so dropout's global RNG stream stays as without it
+                                             generator=torch.Generator().manual_seed(cfg.seed))
+        stream = iter(loader)
     try:
-        for epoch, batch in epochs():
+        for epoch, batch in stream:
             res.tokens += batch.n_examples * tokens_per_example
             real = batch.n_targets
             lr = cfg.lr * lr_multiplier(res.tokens, cfg, total_tokens)
@@ -170,6 +202,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             res.steps += 1
             res.real_tokens += real
             window_real += real
+            window_flops += model.training_flops(batch.sum_len, batch.sum_len_sq)
             loss_sum += loss.detach()
             n_in_sum += 1
             bar.update(1)
@@ -181,14 +214,17 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                     "step": res.steps, "epoch": epoch + 1, "tokens": res.tokens, "real_tokens": res.real_tokens,
                     "loss": round(res.final_loss, 5), "lr": lr,
                     "real_tok_per_s": round(window_real / (now - t_log), 1), "elapsed_s": round(now - t0, 2),
+                    "gflops": round(window_flops / (now - t_log) / 1e9, 2),
                 }
+                if cfg.peak_tflops:
+                    rec["mfu"] = round(rec["gflops"] / (cfg.peak_tflops * 1e3), 4)
                 res.history.append(rec)
                 if metrics:
                     metrics.write(json.dumps(rec) + "\n")
                     metrics.flush()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{res.final_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rec['real_tok_per_s']:.0f}")
                 loss_sum.zero_()
-                n_in_sum, window_real, t_log = 0, 0, now
+                n_in_sum, window_real, window_flops, t_log = 0, 0, 0.0, now
             if last:
                 break
     finally:
