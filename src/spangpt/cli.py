@@ -10,7 +10,7 @@ from spangpt.model import VARIANTS
 
 MODEL_OPTS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 TRAIN_OPTS = ("epochs", "max_steps", "batch_size", "lr", "seed", "device", "precision", "pack", "attention",
-              "compile", "schedule", "fast_dropout", "log_interval", "peak_tflops")
+              "compile", "schedule", "fast_dropout", "log_interval", "peak_tflops", "workers")
 
 
 def _bool(s: str) -> bool:
@@ -41,6 +41,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", type=_bool, metavar="BOOL", help="torch.compile the model (default false)")
     g.add_argument("--log-interval", type=int, help="steps between metrics lines")
     g.add_argument("--peak-tflops", type=float, help="device peak TFLOP/s at this precision, to log MFU")
+    g.add_argument("--workers", type=int, choices=(0, 1), help="batch-preparation processes (default: 1 on CUDA, 0 on CPU)")
     g.add_argument("--n-layer", type=int)
     g.add_argument("--n-head", type=int)
     g.add_argument("--n-embd", type=int)
