@@ -119,7 +119,11 @@ def _word(rng, lo, hi):
 
 def _names(rng, n):
     """n distinct full names, none a substring of another or containing a place name."""
-    names, seen, joined = [], set(), ""
+    names, seen = [], set()
+    # Only a word's first letter is upper case, so a name can occur inside another one only from a word
+    # start, and then that word equals the name's first word. Indexing the earlier names' tails by the
+    # word they start with keeps this check linear in n (searching one long string was quadratic).
+    tails: dict[str, list[str]] = {}
     while len(names) < n:
         parts = [_word(rng, 1, 3)]
         if rng.random() < 0.2:
@@ -127,14 +131,17 @@ def _names(rng, n):
         parts.append(_word(rng, 2, 3))
         cand = " ".join(parts)
         # A name inside another ("Ana Bel" in "Ana Belo") would make a question match two lines.
-        if cand in seen or cand in joined or any(p in cand for p in PLACES):
+        if cand in seen or any(t.startswith(cand) for t in tails.get(parts[0], ())):
+            continue
+        if any(p in cand for p in PLACES):
             continue
         subs = {cand[i:j] for i in range(len(cand)) for j in range(i + 1, len(cand) + 1)}
         if subs & seen:
             continue
         names.append(cand)
         seen.add(cand)
-        joined += "\n" + cand
+        for i in range(len(parts) - 1):  # tails that start at a word with another word after it
+            tails.setdefault(parts[i], []).append(" ".join(parts[i:]))
     return names
 
 
