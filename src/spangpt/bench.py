@@ -427,7 +427,7 @@ def _bench_scaling(s: Setup, people_list, seconds: float) -> list[dict]:
     rows = []
     for people in people_list:
         _progress(f"scaling: generating a synthetic corpus of {people:,} people"
-                  + (" (slower than linear in people: minutes)" if people >= 100_000 else ""))
+                  + (" (about a minute)" if people >= 100_000 else ""))
         t0 = time.perf_counter()
         files = synth.generate(people=people, seed=0)
         t_gen = time.perf_counter() - t0
