@@ -6,15 +6,14 @@ same folder, then os.replace) so a crash never leaves a half-written checkpoint 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from spangpt.errors import UserError
+from spangpt.fileio import atomic_write
 from spangpt.model import GPT, ModelConfig
 from spangpt.vocab import Vocab
 
@@ -25,20 +24,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain GPT under DDP and/or torch.compile wrappers (saving a wrapper breaks loading elsewhere)."""
     model = getattr(model, "module", model)  # DistributedDataParallel
     return getattr(model, "_orig_mod", model)  # torch.compile
-
-
-def atomic_write(path, write) -> None:
-    """Call write(tmp_path), then move tmp_path over path in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(path, model: torch.nn.Module, vocab: Vocab, info: dict | None = None) -> None:
@@ -58,12 +43,10 @@ def read_meta(path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n)) if 0 < n < 100_000_000 else None
-    except (OSError, ValueError):
-        header = None
-    meta = (header or {}).get("__metadata__") or {}
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        meta = {}
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: not a spangpt checkpoint (expected a .safetensors file written by spangpt)")
     return meta

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from spangpt.errors import UserError, where
-from spangpt.vocab import MASK, PAD, PAD_ID, Vocab
+from spangpt.vocab import MASK, PAD_ID, Vocab
 
 # ----------------------------------------------------------------------------- files
 
@@ -132,15 +132,16 @@ class Batch:
     sum_len: int = 0  # Σ example lengths and Σ squares: what GPT.training_flops needs
     sum_len_sq: int = 0
 
-    def to(self, device):
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.x), move(self.y), move(self.pos), move(self.doc), self.n_examples, self.sum_len,
+    def _map(self, fn) -> Batch:
+        keep = lambda t: None if t is None else fn(t)  # noqa: E731
+        return Batch(keep(self.x), keep(self.y), keep(self.pos), keep(self.doc), self.n_examples, self.sum_len,
                      self.sum_len_sq)
 
-    def pin_memory(self):  # called by DataLoader(pin_memory=True): page-locked memory copies to a GPU faster
-        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        return Batch(pin(self.x), pin(self.y), pin(self.pos), pin(self.doc), self.n_examples, self.sum_len,
-                     self.sum_len_sq)
+    def to(self, device) -> Batch:
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True): page-locked copies go to a GPU faster
+        return self._map(lambda t: t.pin_memory())
 
     @property
     def n_targets(self) -> int:

@@ -11,13 +11,12 @@ the target folder, is verified, and only then renamed into place.
 
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from spangpt.errors import UserError
+from spangpt.fileio import atomic_write
 
 BASE_URL = ("https://raw.githubusercontent.com/joshua-andreychuk/NLP-Deep-Learning-Transformers/"
             "de40b4f831c562d04858ecc43fa97af2fbbe3f40/Data")
@@ -75,31 +74,30 @@ def download(out_dir, base_url: str = BASE_URL, timeout: float = 30.0,
 
 
 def _fetch(url: str, path: Path, want: str, timeout: float) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as r:
-                    for chunk in iter(lambda: r.read(1 << 16), b""):
-                        h.update(chunk)
-                        f.write(chunk)
-            except urllib.error.HTTPError as e:
-                raise UserError(_offline(url, f"HTTP {e.code} {e.reason}", path.parent)) from None
-            # Network trouble only (refused, DNS, timeout, reset, cut short); a failing disk write
-            # is not the user's connection and keeps its own error.
-            except (urllib.error.URLError, TimeoutError, ConnectionError,
-                    http.client.HTTPException) as e:
-                reason = getattr(e, "reason", None) or e
-                raise UserError(_offline(url, reason, path.parent)) from None
-        got = h.hexdigest()
-        if got != want:
-            raise UserError(f"{url}: checksum mismatch for {path.name}: expected {want}, got {got} "
-                            "(the download was discarded)")
-        os.replace(tmp, path)
-    finally:
-        # On any failure the partial file goes; after os.replace there is nothing left to remove.
-        Path(tmp).unlink(missing_ok=True)
+    # Streamed into a temp file and hashed on the way; a failed download or checksum raises before the
+    # temp file replaces anything (atomic_write then removes it).
+    atomic_write(path, lambda tmp: _download_verified(url, Path(tmp), want, timeout, path))
+
+
+def _download_verified(url: str, tmp: Path, want: str, timeout: float, path: Path) -> None:
+    h = hashlib.sha256()
+    with open(tmp, "wb") as f:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                for chunk in iter(lambda: r.read(1 << 16), b""):
+                    h.update(chunk)
+                    f.write(chunk)
+        except urllib.error.HTTPError as e:
+            raise UserError(_offline(url, f"HTTP {e.code} {e.reason}", path.parent)) from None
+        # Network trouble only (refused, DNS, timeout, reset, cut short); a failing disk write
+        # is not the user's connection and keeps its own error.
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+            reason = getattr(e, "reason", None) or e
+            raise UserError(_offline(url, reason, path.parent)) from None
+    got = h.hexdigest()
+    if got != want:
+        raise UserError(f"{url}: checksum mismatch for {path.name}: expected {want}, got {got} "
+                        "(the download was discarded)")
 
 
 def _offline(url, reason, folder) -> str:

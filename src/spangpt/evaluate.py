@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from spangpt.checkpoint import atomic_write
+from spangpt.fileio import atomic_write
 from spangpt.data import finetune_examples, pad_batch
 from spangpt.errors import UserError, where
 from spangpt.generate import greedy_batched

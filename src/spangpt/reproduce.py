@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from spangpt import checkpoint, stages
-from spangpt.checkpoint import atomic_write
+from spangpt.fileio import atomic_write
 from spangpt.data import load_questions
 from spangpt.evaluate import answer_loss, london_baseline
 

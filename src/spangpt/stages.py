@@ -13,6 +13,7 @@ from spangpt import checkpoint
 from spangpt.config import load_recipe, model_config, train_config
 from spangpt.data import finetune_examples, load_corpus, load_questions, pretrain_example, read_text
 from spangpt.errors import UserError
+from spangpt.fileio import atomic_write
 from spangpt.evaluate import accuracy, predict, write_predictions
 from spangpt.model import GPT
 from spangpt.train import pick_device, train, wants_fast_dropout
@@ -29,7 +30,7 @@ def sidecar(ckpt: Path, suffix: str) -> Path:
 def _start(run: dict, out: Path, quiet: bool) -> None:
     if not quiet:
         print(json.dumps(run, indent=2))
-    checkpoint.atomic_write(sidecar(out, ".config.json"), lambda t: Path(t).write_text(json.dumps(run, indent=2)))
+    atomic_write(sidecar(out, ".config.json"), lambda t: Path(t).write_text(json.dumps(run, indent=2)))
 
 
 def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_overrides=None,

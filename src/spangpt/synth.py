@@ -11,13 +11,12 @@ so that "always answer the most common place" is a weak baseline (London is 5% o
     synth.write_corpus("data/synth")
 """
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 from spangpt.errors import UserError
+from spangpt.fileio import atomic_write
 
 # Most frequent first: a place's rank sets its weight (see _place_weights). ASCII only, and no place
 # is a substring of another (tests check), so counting a place in a line is unambiguous.
@@ -228,18 +227,6 @@ def write_corpus(out_dir, people: int = 600, seed: int = 0, overwrite: bool = Fa
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in files.items():
-        paths.append(_write_atomic(out / name, text.encode("utf-8")))
+        data = text.encode("utf-8")
+        paths.append(atomic_write(out / name, lambda tmp, data=data: Path(tmp).write_bytes(data)))
     return paths
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    # Temp file in the same folder, then os.replace: an interrupted run never leaves half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -11,7 +11,6 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm import tqdm

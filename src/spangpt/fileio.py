@@ -1,0 +1,25 @@
+"""Atomic file writes, shared by checkpoints, predictions, reports, the synthetic corpus and downloads."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path, write) -> Path:
+    """Call write(tmp_path) on a temp file beside path, then move it over path in one step.
+
+    If write raises (a crash, a failed checksum), the temp file is removed and path is untouched, so an
+    interrupted run never leaves half a file over a good one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
