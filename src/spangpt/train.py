@@ -156,6 +156,8 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     step_fn = torch.compile(model) if cfg.compile else model
     block = model.cfg.block_size
     tokens_per_example = block - 1
+    # training_flops is linear in (Σn, Σn²): take its two coefficients once, not a parameter count per step
+    flops_per_len, flops_per_sq = model.training_flops(1, 0), model.training_flops(0, 1)
 
     first = draw_examples(rng)  # sizes the progress bar and the "cosine" schedule
     steps_per_epoch = math.ceil(len(first) / cfg.batch_size)
@@ -201,7 +203,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             res.steps += 1
             res.real_tokens += real
             window_real += real
-            window_flops += model.training_flops(batch.sum_len, batch.sum_len_sq)
+            window_flops += flops_per_len * batch.sum_len + flops_per_sq * batch.sum_len_sq
             loss_sum += loss.detach()
             n_in_sum += 1
             bar.update(1)
