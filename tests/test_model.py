@@ -84,6 +84,29 @@ def _random_examples(n, seed=0):
 
 @pytest.mark.parametrize("variant", ["vanilla", "rope"])
 @pytest.mark.parametrize("attention", ["math", "sdpa"])
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_attention_matches_the_original_computation(variant, attention, layout):
+    """The fast attention paths give the logits and gradients of the original's op-for-op attention
+    ("reference": separate q/k/v projections, -1e10 masked_fill), which `spangpt bench` times against."""
+    torch.manual_seed(0)
+    ref = GPT(ModelConfig(**SMALL, variant=variant, dropout=0.0)).train()
+    ref.set_attention("reference")
+    fast = GPT(ModelConfig(**SMALL, variant=variant, dropout=0.0)).train()
+    fast.load_state_dict(ref.state_dict())
+    fast.set_attention(attention)
+    b = (pad_batch if layout == "padded" else pack_batch)(_random_examples(12), 64)
+    outs = []
+    for m in (ref, fast):
+        logits, loss = m(b.x, b.y, pos=b.pos, doc=b.doc)
+        loss.backward()
+        outs.append((logits, [p.grad for p in m.parameters()]))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-4, atol=1e-5)
+    for g_fast, g_ref in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "rope"])
+@pytest.mark.parametrize("attention", ["math", "sdpa"])
 def test_packed_equals_padded(variant, attention):
     """Same examples, padded or packed: same logits per example and same mean loss (fp32, no dropout)."""
     torch.manual_seed(0)
@@ -105,16 +128,35 @@ def test_packed_equals_padded(variant, attention):
             torch.testing.assert_close(lk[r, cols], lp[row, : len(cols)], rtol=1e-4, atol=1e-4)
 
 
-def test_fast_dropout_keeps_probability_and_expectation():
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_fast_dropout_keeps_probability_and_expectation(p):
     torch.manual_seed(0)
-    d = FastDropout(0.1).train()
-    x = torch.ones(2_000_000)
+    d = FastDropout(p).train()
+    assert abs(d.keep / 65536 - (1 - p)) <= 2**-17  # the keep probability it aims at is right
+    x = torch.ones(4_000_001)  # not a multiple of 4: the last 64-bit draw is only partly used
     y = d(x)
     kept = (y != 0).float().mean().item()
-    assert abs(kept - 0.9) < 0.002
+    assert abs(kept - (1 - p)) < 5 * math.sqrt(p * (1 - p) / x.numel())  # 5 sigma
     assert abs(y.mean().item() - 1.0) < 0.003  # unbiased: E[dropout(x)] == x
-    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.9), rtol=1e-4)
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)), rtol=1e-4, atol=0)
     assert torch.equal(d.eval()(x), x)
+
+
+def test_fast_dropout_masks_are_independent_across_positions_and_calls():
+    # four int16 masks come from each 64-bit draw: neighbours must not be correlated
+    torch.manual_seed(0)
+    d = FastDropout(0.5).train()
+    a = d(torch.ones(1_000_000)) != 0
+    b = d(torch.ones(1_000_000)) != 0
+    for u, v in [(a[:-1], a[1:]), (a[:-4], a[4:]), (a, b)]:
+        both = (u & v).float().mean().item()
+        assert abs(both - 0.25) < 0.003  # P(keep, keep) = P(keep)^2 when independent
+
+
+def test_fast_dropout_keeps_dtype_and_drops_everything_at_p1():
+    d = FastDropout(0.1).train()
+    assert d(torch.ones(8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    assert torch.equal(FastDropout(1.0).train()(torch.ones(8)), torch.zeros(8))
 
 
 def test_fast_dropout_gradient_is_the_mask():

@@ -2,7 +2,8 @@
 
 Two ways to train the same model on the same examples:
 - reference: what the original CS224N code computes: one example per row PAD-filled to block_size-1,
-  fp32, explicit softmax attention, torch.nn.Dropout;
+  fp32, the original's attention code (separate q/k/v projections, scores masked_fill'ed with -1e10;
+  model.CausalSelfAttention._reference), torch.nn.Dropout;
 - fast: what `spangpt pretrain` runs: packed rows, FastDropout, SDPA on CUDA / explicit attention on
   CPU, bf16 autocast where the hardware has native bf16 (train.use_bf16).
 
@@ -25,6 +26,7 @@ The output ends with a line such as `train speedup: 6.4x  eval speedup: 75.0x` (
 from __future__ import annotations
 
 import argparse
+import copy
 import multiprocessing
 import os
 import platform
@@ -65,12 +67,13 @@ class TrainPath:
     def describe(self, batch_size: int, block: int) -> str:
         rows = f"packed rows of {block}" if self.pack else f"padded rows ({batch_size} x {block - 1})"
         drop = "FastDropout" if self.fast_dropout else "torch.nn.Dropout"
-        attn = "explicit attention" if self.attention == "math" else "SDPA attention"
+        attn = {"reference": "the original's attention code", "math": "explicit attention",
+                "sdpa": "SDPA attention"}[self.attention]
         return f"{rows}, {'bf16 autocast' if self.bf16 else 'fp32'}, {attn}, {drop}"
 
 
 def reference_path() -> TrainPath:
-    return TrainPath("reference", pack=False, fast_dropout=False, attention="math", bf16=False)
+    return TrainPath("reference", pack=False, fast_dropout=False, attention="reference", bf16=False)
 
 
 def fast_path(device: torch.device, bf16: bool) -> TrainPath:
@@ -221,7 +224,7 @@ def loss_agreement(cfg: ModelConfig, docs, vocab: Vocab, n_examples: int = 128, 
     cfg0 = replace(cfg, dropout=0.0)
     torch.manual_seed(seed)
     ref = GPT(cfg0, fast_dropout=False).to(device).train()
-    ref.set_attention("math")
+    ref.set_attention("reference")
     fast = GPT(cfg0, fast_dropout=True).to(device).train()
     fast.load_state_dict(ref.state_dict())
     fast.set_attention(attention)
@@ -269,6 +272,7 @@ def _memory_job(job: dict) -> dict:
         model = GPT(cfg).to(device).eval()
         before = _start_peak(device)
         if kind == "eval-plain":
+            model.set_attention("reference")
             for q in job["questions"][:3]:
                 greedy_plain(model, vocab.encode(q + MASK), MAX_NEW)
         else:
@@ -382,9 +386,11 @@ def _bench_train(s: Setup, seconds: float, repeats: int) -> dict:
 def _bench_eval(s: Setup, seconds: float, repeats: int) -> dict:
     torch.manual_seed(0)
     model = GPT(s.cfg).to(s.device).eval()  # random weights; attention as checkpoint.load builds it
+    original = copy.deepcopy(model)  # the same weights, computed as the original code does
+    original.set_attention("reference")
     qs = s.questions
     prompts = [s.vocab.encode(q + MASK, "<dev questions>", i) for i, q in enumerate(qs, 1)]
-    greedy_plain(model, prompts[0], MAX_NEW)  # warm-up
+    greedy_plain(original, prompts[0], MAX_NEW)  # warm-up
     predict(model, s.vocab, qs[: min(8, len(qs))], max_new=MAX_NEW)
     _sync(s.device)
 
@@ -392,7 +398,7 @@ def _bench_eval(s: Setup, seconds: float, repeats: int) -> dict:
     plain = []
     t0 = time.perf_counter()
     for p in prompts:
-        plain.append(greedy_plain(model, p, MAX_NEW))
+        plain.append(greedy_plain(original, p, MAX_NEW))
         if time.perf_counter() - t0 >= seconds:
             break
     _sync(s.device)
