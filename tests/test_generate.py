@@ -38,6 +38,15 @@ def test_batched_kv_cache_decoding_equals_plain_decoding(trained):
     assert sum(p == a for p, a in zip(plain, answers)) > len(answers) / 4  # the model learned something
 
 
+def test_length_sorted_chunks_keep_each_prompt_s_answer(trained):
+    model, vocab, questions, _ = trained
+    prompts = [vocab.encode(q + MASK) for q in questions]
+    assert len({len(p) for p in prompts}) > 5  # lengths vary, so sorting reorders
+    one_chunk = greedy_batched(model, prompts, batch_size=len(prompts))
+    assert greedy_batched(model, prompts, batch_size=7) == one_chunk  # 10 chunks, answers back in order
+    assert [greedy_plain(model, p, 32)[: len(o)] for p, o in zip(prompts, one_chunk)] == one_chunk
+
+
 def test_batched_stops_at_the_closing_mask_and_pads_do_not_leak(trained):
     model, vocab, questions, _ = trained
     prompts = [vocab.encode(q + MASK) for q in questions[:10]]

@@ -30,13 +30,18 @@ def greedy_plain(model: GPT, prompt: list[int], max_new: int = 32) -> list[int]:
 
 @torch.no_grad()
 def greedy_batched(model: GPT, prompts: list[list[int]], max_new: int = 32, stop_id: int = MASK_ID,
-                   batch_size: int = 512) -> list[list[int]]:
+                   batch_size: int = 128) -> list[list[int]]:
     """Greedy-decode many prompts; each row stops mattering once it emits stop_id, and decoding ends when
     all rows have. Returns the new tokens of each prompt (up to and including stop_id, or max_new)."""
     model.eval()
-    outs = []
-    for s in range(0, len(prompts), batch_size):
-        outs += _greedy_chunk(model, prompts[s : s + batch_size], max_new, stop_id)
+    # Chunks of similar length: every prompt in a chunk is left-padded to the chunk's longest, so sorting
+    # cuts the padding the prefill computes (dev prompts: 25-58 characters, mean 32).
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outs: list[list[int]] = [[] for _ in prompts]
+    for s in range(0, len(order), batch_size):
+        chunk = order[s : s + batch_size]
+        for i, out in zip(chunk, _greedy_chunk(model, [prompts[i] for i in chunk], max_new, stop_id)):
+            outs[i] = out
     return outs
 
 

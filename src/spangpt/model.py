@@ -184,8 +184,9 @@ class KVCache:
 
     def __init__(self, cfg: ModelConfig, batch: int, max_len: int, device, dtype=torch.float32):
         shape = (cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # empty, not zeros: only positions < len are ever read
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.len = 0  # positions filled; advanced by GPT.forward after the last layer
 
     def append(self, layer, k, v):
