@@ -29,6 +29,24 @@ def test_bench_runs_and_ends_with_the_speedup_line(synth_dir, capsys):
     assert re.search(r"Agreement: (\d+) of \1 answers identical", out)  # fp32: the decoders agree
 
 
+def test_bench_times_evaluation_on_a_given_checkpoint(synth_dir, tmp_path, capsys):
+    from spangpt import checkpoint
+
+    docs, vocab = _corpus(synth_dir)
+    ck = tmp_path / "m.safetensors"
+    checkpoint.save(ck, GPT(ModelConfig(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=32)), vocab)
+    argv = ["--seconds", "0.3", "--repeats", "1", "--data", str(synth_dir), "--eval-questions", "3",
+            "--no-memory", "--checkpoint", str(ck), *TINY]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"Weights from {ck}" in out and out.rstrip().split("\n")[-1].startswith("train speedup:")
+    # a checkpoint of another corpus is refused with a one-line error
+    checkpoint.save(ck, GPT(ModelConfig(vocab_size=10, n_layer=1, n_head=2, n_embd=32)), Vocab.from_text("abcdefgh"))
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"spangpt: error: {ck}: checkpoint vocabulary differs from that of {synth_dir}\n"
+
+
 def test_memory_is_measured_in_fresh_processes(synth_dir):
     docs, vocab = _corpus(synth_dir)
     cfg = ModelConfig(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=32)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from spangpt import synth
+from spangpt import checkpoint, synth
 from spangpt.data import batches, load_corpus, load_questions, pack_batch, pad_batch, pretrain_example, read_text
 from spangpt.errors import UserError
 from spangpt.evaluate import extract_answer, predict
@@ -268,8 +268,11 @@ def _memory_job(job: dict) -> dict:
             _step(model, opt, _make_batch(path, _draw(job["docs"], vocab, cfg.block_size, job["batch_size"], rng),
                                           cfg.block_size), device, ctx)
     else:
-        torch.manual_seed(0)
-        model = GPT(cfg).to(device).eval()
+        if job.get("checkpoint"):
+            model = checkpoint.load(job["checkpoint"], device)[0]
+        else:
+            torch.manual_seed(0)
+            model = GPT(cfg).to(device).eval()
         before = _start_peak(device)
         if kind == "eval-plain":
             model.set_attention("reference")
@@ -383,9 +386,10 @@ def _bench_train(s: Setup, seconds: float, repeats: int) -> dict:
     return out
 
 
-def _bench_eval(s: Setup, seconds: float, repeats: int) -> dict:
-    torch.manual_seed(0)
-    model = GPT(s.cfg).to(s.device).eval()  # random weights; attention as checkpoint.load builds it
+def _bench_eval(s: Setup, seconds: float, repeats: int, model: GPT | None = None) -> dict:
+    if model is None:
+        torch.manual_seed(0)
+        model = GPT(s.cfg).to(s.device).eval()  # random weights; attention as checkpoint.load builds it
     original = copy.deepcopy(model)  # the same weights, computed as the original code does
     original.set_attention("reference")
     qs = s.questions
@@ -482,6 +486,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--repeats", type=int, default=3, help="alternating rounds per training path (default 3)")
     ap.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s at this precision, to print MFU")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
+    ap.add_argument("--checkpoint", type=Path, help="time evaluation on this trained model (default: random "
+                    "weights, which never emit the closing ⁇, so the batched decoder cannot stop early)")
     hide = argparse.SUPPRESS  # for tests and quick looks
     ap.add_argument("--batch-size", type=int, default=128, help=hide)
     ap.add_argument("--n-layer", type=int, help=hide)
@@ -535,15 +541,22 @@ def _report(args, docs, vocab, questions, data_desc) -> int:
     s = Setup(docs, vocab, questions, cfg, device, args.batch_size, reference_path(), fast_path(device, bf16))
     block, bs = cfg.block_size, args.batch_size
 
+    trained = None
+    if args.checkpoint:
+        trained, ck_vocab, _ = checkpoint.load(args.checkpoint, device)
+        if ck_vocab != vocab:
+            raise UserError(f"{args.checkpoint}: checkpoint vocabulary differs from that of {data_desc}")
+
     _progress("loss check: padded vs packed, dropout off, fp32")
     check = loss_agreement(cfg, docs, vocab, n_examples=bs, device=device, attention=s.fast.attention)
     tr = _bench_train(s, args.seconds, args.repeats)
-    ev = _bench_eval(s, args.seconds, args.repeats)
+    ev = _bench_eval(s, args.seconds, args.repeats, trained)
     mem = None
     if not args.no_memory:
         _progress("memory: one fresh process per path" if device.type != "cuda" else "memory: CUDA allocator peaks")
         common = {"device": str(device), "threads": torch.get_num_threads(), "cfg": cfg.to_dict(),
-                  "vocab": vocab.to_list(), "batch_size": bs}
+                  "vocab": vocab.to_list(), "batch_size": bs,
+                  "checkpoint": str(args.checkpoint) if args.checkpoint else None}
         jobs = [{**common, "kind": "train-ref", "path": asdict(s.ref), "docs": docs},
                 {**common, "kind": "train-fast", "path": asdict(s.fast), "docs": docs},
                 {**common, "kind": "eval-plain", "questions": questions},
@@ -607,9 +620,14 @@ def _report(args, docs, vocab, questions, data_desc) -> int:
     out.append(f"* eval reference = one question at a time, full recompute per character (the original); timed on the "
                f"first {ev['plain_done']} of {ev['n']} questions ({ev['plain_s']:.1f} s) and extrapolated linearly. "
                f"fast = evaluate.predict (all questions batched, KV cache), median of {len(ev['batched_runs'])}.")
-    out.append(f"  Random weights: {ev['plain_stopped']} of {ev['plain_done']} decoded answers closed with ⁇, so the "
-               "batched decoder, which stops once every row has, ran all 32 steps: the conservative case (a "
-               "trained model stops after the answer).")
+    if trained is None:
+        out.append(f"  Random weights: {ev['plain_stopped']} of {ev['plain_done']} decoded answers closed with ⁇, so "
+                   "the batched decoder, which stops once every row has, ran all 32 steps: the conservative case (a "
+                   "trained model stops after the answer; time one with --checkpoint).")
+    else:
+        out.append(f"  Weights from {args.checkpoint} ({trained.cfg.variant}): {ev['plain_stopped']} of "
+                   f"{ev['plain_done']} plain answers closed with ⁇; the batched decoder stops a chunk once all its "
+                   "rows have, the original always decodes 32 characters.")
     out.append(f"  Agreement: {ev['agree']} of {ev['plain_done']} answers identical between the two decoders.")
     if mem is not None:
         if device.type == "cuda":
