@@ -37,7 +37,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"))
     g.add_argument("--pack", type=_bool, metavar="BOOL", help="pack several examples per row (default true)")
     g.add_argument("--attention", choices=("auto", "math", "sdpa"))
-    g.add_argument("--fast-dropout", type=_bool, metavar="BOOL", help="int16 dropout masks (default: on CPU, off on CUDA)")
+    g.add_argument("--fast-dropout", type=_bool, metavar="BOOL", help="cheap dropout masks, model.FastDropout (default: on CPU, off on CUDA)")
     g.add_argument("--compile", type=_bool, metavar="BOOL", help="torch.compile the model (default false)")
     g.add_argument("--log-interval", type=int, help="steps between metrics lines")
     g.add_argument("--peak-tflops", type=float, help="device peak TFLOP/s at this precision, to log MFU")

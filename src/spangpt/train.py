@@ -38,7 +38,7 @@ class TrainConfig:
     precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 only on CPUs with native bf16; see use_bf16)
     pack: bool = True  # several examples per row (same loss, ~2.5x fewer positions on span corruption)
     attention: str = "auto"  # "math" | "sdpa" | "auto" (sdpa on CUDA, math on CPU: measured faster there)
-    # int16 keep-masks (model.FastDropout) on CPU; on CUDA torch.nn.Dropout is one fused kernel and
+    # cheap keep-masks (model.FastDropout) on CPU; on CUDA torch.nn.Dropout is one fused kernel and
     # measured faster. None = choose by device.
     fast_dropout: bool | None = None
     compile: bool = False
