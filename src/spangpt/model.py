@@ -72,9 +72,9 @@ class FastDropout(nn.Module):
     On CPU the profiler put ~40% (bf16) / ~25% (fp32) of a training step in dropout. Two savings,
     measured on a (52, 8, 128, 128) attention tensor, forward + backward:
     - drawing the mask: one full-range 64-bit random draw gives four uniform int16s, each compared
-      with a threshold (2.2x cheaper than one draw per element, 3x cheaper than Bernoulli floats);
+      with a threshold (24 ms, against 54 ms for one int16 draw per element, 58 ms for torch.rand);
     - applying it: a float mask holding 0 or 1/(1-p), so forward and backward are one multiply each
-      (x * bool_mask * scale costs 4x more: a cast of the mask and a second pass each way).
+      (3 ms; x * bool_mask * scale casts the mask and makes a second pass: 22 ms forward alone).
     The keep probability is keep/2^16 (within 2^-17 of 1-p) and kept values are scaled by exactly its
     inverse, so E[out] == x.
     """
