@@ -42,12 +42,14 @@ from pathlib import Path
 import torch
 
 from spangpt import checkpoint, synth
-from spangpt.data import batches, load_corpus, load_questions, pack_batch, pad_batch, pretrain_example, read_text
+from spangpt.data import (batches, corpus_docs, load_questions, load_wiki, make_batch, pack_batch, pad_batch,
+                          pretrain_example)
 from spangpt.errors import UserError
 from spangpt.evaluate import extract_answer, predict
 from spangpt.generate import greedy_plain
 from spangpt.model import GPT, ModelConfig
-from spangpt.train import TrainConfig, autocast_context, make_optimizer, pick_device, use_bf16
+from spangpt.train import (TrainConfig, autocast_context, default_fast_dropout, make_optimizer, pick_attention,
+                           pick_device, train_step, use_bf16)
 from spangpt.vocab import MASK, MASK_ID, Vocab
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cs224n"
@@ -77,7 +79,8 @@ def reference_path() -> TrainPath:
 
 
 def fast_path(device: torch.device, bf16: bool) -> TrainPath:
-    return TrainPath("fast", pack=True, fast_dropout=True, attention="sdpa" if device.type == "cuda" else "math", bf16=bf16)
+    return TrainPath("fast", pack=True, fast_dropout=default_fast_dropout(device), attention=pick_attention("auto", device),
+                     bf16=bf16)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -96,7 +99,7 @@ def _draw(docs, vocab: Vocab, block: int, n: int, rng: random.Random):
 
 
 def _make_batch(path: TrainPath, examples, block: int):
-    return (pack_batch if path.pack else pad_batch)(examples, block)
+    return make_batch(examples, block, path.pack)
 
 
 def _build(cfg: ModelConfig, path: TrainPath, device: torch.device, seed: int = 0):
@@ -108,14 +111,7 @@ def _build(cfg: ModelConfig, path: TrainPath, device: torch.device, seed: int = 
 
 def _step(model, opt, batch, device, ctx):
     """One whole optimizer step, as train.train does it."""
-    b = batch.to(device)
-    with ctx:
-        _, loss = model(b.x, b.y, pos=b.pos, doc=b.doc)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    return loss
+    return train_step(model, opt, batch.to(device), ctx, TrainConfig().grad_clip)
 
 
 def _train_rate(model, opt, path: TrainPath, docs, vocab, block, batch_size, device, seconds, rng) -> dict:
@@ -442,7 +438,7 @@ def _bench_scaling(s: Setup, people_list, seconds: float) -> list[dict]:
         files = synth.generate(people=people, seed=0)
         t_gen = time.perf_counter() - t0
         wiki = files["wiki.txt"]
-        docs = [line for line in wiki.split("\n") if line.strip()]
+        docs = corpus_docs(wiki)
         vocab = Vocab.from_text(wiki)
         cfg = replace(s.cfg, vocab_size=len(vocab))
         block = cfg.block_size
@@ -523,8 +519,7 @@ def _run(args) -> int:
                 synth.write_corpus(data, people=3000, seed=0)
                 data_note = f"synthetic corpus, 3,000 people, seed 0 (no wiki.txt in {DEFAULT_DATA})"
         wiki, dev = Path(data) / "wiki.txt", Path(data) / "birth_dev.tsv"
-        docs = load_corpus(wiki)
-        vocab = Vocab.from_text(read_text(wiki), str(wiki))
+        docs, vocab = load_wiki(wiki)
         questions = [q for q, _ in load_questions(dev, need_answers=False)]
         if args.eval_questions:
             questions = questions[: args.eval_questions]

@@ -36,12 +36,22 @@ def read_text(path) -> str:
         raise UserError(f"{where(path, lineno)}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
 
 
-def load_corpus(path) -> list[str]:
+def corpus_docs(text: str, source: str = "<text>") -> list[str]:
     """One document per line (the original splits on '\\n'); blank lines are skipped."""
-    docs = [line for line in read_text(path).split("\n") if line.strip()]
+    docs = [line for line in text.split("\n") if line.strip()]
     if not docs:
-        raise UserError(f"{path}: the corpus is empty")
+        raise UserError(f"{source}: the corpus is empty")
     return docs
+
+
+def load_corpus(path) -> list[str]:
+    return corpus_docs(read_text(path), str(path))
+
+
+def load_wiki(path) -> tuple[list[str], Vocab]:
+    """The pretraining corpus and the vocabulary built from it, reading the file once."""
+    text = read_text(path)
+    return corpus_docs(text, str(path)), Vocab.from_text(text, str(path))
 
 
 def load_questions(path, need_answers: bool = True) -> list[tuple[str, str | None]]:
@@ -210,6 +220,10 @@ def pack_batch(examples, block_size: int) -> Batch:
     return Batch(x, y, pos, doc, len(examples), **_length_sums(examples))
 
 
+def make_batch(examples, block_size: int, pack: bool) -> Batch:
+    return (pack_batch if pack else pad_batch)(examples, block_size)
+
+
 def batches(examples, batch_size: int, block_size: int, pack: bool, rng: random.Random):
     """Shuffle, then cut into batches of `batch_size` examples (the original's unit), laid out padded or packed.
 
@@ -217,6 +231,5 @@ def batches(examples, batch_size: int, block_size: int, pack: bool, rng: random.
     """
     order = list(range(len(examples)))
     rng.shuffle(order)
-    make = pack_batch if pack else pad_batch
     for s in range(0, len(order), batch_size):
-        yield make([examples[i] for i in order[s : s + batch_size]], block_size)
+        yield make_batch([examples[i] for i in order[s : s + batch_size]], block_size, pack)

@@ -11,13 +11,12 @@ import torch
 
 from spangpt import checkpoint
 from spangpt.config import load_recipe, model_config, train_config
-from spangpt.data import finetune_examples, load_corpus, load_questions, pretrain_example, read_text
+from spangpt.data import finetune_examples, load_corpus, load_questions, load_wiki, pretrain_example
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.evaluate import accuracy, predict, write_predictions
 from spangpt.model import GPT
 from spangpt.train import pick_device, train, wants_fast_dropout
-from spangpt.vocab import Vocab
 
 WIKI, TRAIN_QA = "wiki.txt", "birth_places_train.tsv"
 
@@ -43,9 +42,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     people extractable; on our small synthetic corpora it is what makes extraction work at all.
     """
     data, out = Path(data), Path(out)
-    wiki = data / WIKI
-    docs = load_corpus(wiki)
-    vocab = Vocab.from_text(read_text(wiki), str(wiki))
+    docs, vocab = load_wiki(data / WIKI)
     rec = load_recipe(recipe)
     if mix_qa is None:
         mix_qa = bool(rec.get("pretrain", {}).get("mix_qa", False))
@@ -82,9 +79,8 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
             raise UserError("model options (--n-layer, ...) cannot change a pretrained model; drop them or --init")
         mcfg = model.cfg
     else:
-        wiki = data / WIKI
-        documents = len(load_corpus(wiki))
-        vocab = Vocab.from_text(read_text(wiki), str(wiki))  # same vocabulary as pretraining would build
+        docs, vocab = load_wiki(data / WIKI)  # same vocabulary as pretraining would build
+        documents = len(docs)
         mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
     tcfg = train_config(rec, "finetune", train_overrides or {}, documents=documents, block_size=mcfg.block_size,
                         from_scratch=init is None)
@@ -93,12 +89,10 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
            "documents": documents, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
     _start(run, out, quiet)
     torch.manual_seed(tcfg.seed)
-    if init is None:
-        model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
-    else:  # rebuild with the run's dropout implementation, keeping the pretrained weights
-        fresh = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
-        fresh.load_state_dict(model.state_dict())
-        model = fresh
+    pretrained = model if init is not None else None
+    model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))  # the run's dropout implementation
+    if pretrained is not None:
+        model.load_state_dict(pretrained.state_dict())
     res = train(model, lambda rng: examples, tcfg, sidecar(out, ".metrics.jsonl"), desc=f"finetune {variant}")
     info = {**run, "result": _summary(res)}
     checkpoint.save(out, model, vocab, info)

@@ -93,7 +93,28 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 
 def wants_fast_dropout(cfg: TrainConfig) -> bool:
-    return cfg.fast_dropout if cfg.fast_dropout is not None else pick_device(cfg.device).type == "cpu"
+    return cfg.fast_dropout if cfg.fast_dropout is not None else default_fast_dropout(pick_device(cfg.device))
+
+
+def default_fast_dropout(device: torch.device) -> bool:
+    return device.type == "cpu"
+
+
+def pick_attention(name: str, device: torch.device) -> str:
+    """auto: SDPA on CUDA (flash / memory-efficient kernels), explicit math elsewhere (measured faster on CPU)."""
+    return name if name != "auto" else ("sdpa" if device.type == "cuda" else "math")
+
+
+def train_step(model: GPT, optimizer, batch, ctx, grad_clip: float, forward=None) -> torch.Tensor:
+    """One whole optimizer step on a batch already on the device; returns the loss, not synced.
+    forward: what to call for the loss (a torch.compile'd model), default the model itself."""
+    with ctx:
+        _, loss = (forward or model)(batch.x, batch.y, pos=batch.pos, doc=batch.doc)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss
 
 
 def autocast_context(device: torch.device, bf16: bool):
@@ -149,7 +170,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 tensor-core matmuls
         torch.backends.cudnn.allow_tf32 = True
     model.to(device).train()
-    model.set_attention(cfg.attention if cfg.attention != "auto" else ("sdpa" if device.type == "cuda" else "math"))
+    model.set_attention(pick_attention(cfg.attention, device))
     bf16 = use_bf16(cfg.precision, device)
     ctx = autocast_context(device, bf16)
     optimizer = make_optimizer(model, cfg, device)
@@ -192,13 +213,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             lr = cfg.lr * lr_multiplier(res.tokens, cfg, total_tokens)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            b = batch.to(device)
-            with ctx:
-                _, loss = step_fn(b.x, b.y, pos=b.pos, doc=b.doc)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            loss = train_step(model, optimizer, batch.to(device), ctx, cfg.grad_clip, forward=step_fn)
 
             res.steps += 1
             res.real_tokens += real
