@@ -1,10 +1,14 @@
 import math
 import random
 
+import pytest
 import torch
 
+from spangpt.config import load_recipe, train_config
+from spangpt.errors import UserError
 from spangpt.model import GPT, ModelConfig
-from spangpt.train import TrainConfig, lr_multiplier, make_optimizer, train
+from spangpt.reproduce import epoch_losses
+from spangpt.train import DECAY_ON, TrainConfig, decay_groups, lr_multiplier, make_optimizer, param_rms, train
 
 SMALL = dict(vocab_size=30, block_size=32, n_layer=1, n_head=2, n_embd=16)
 
@@ -26,14 +30,74 @@ def test_cosine_schedule_decays_once_over_the_run():
     assert lr_multiplier(1000, cfg, 1000) == lr_multiplier(5000, cfg, 1000) == 0.1
 
 
-def test_weight_decay_only_on_linear_weights():
+def _one_layer_names(variant="vanilla"):
+    """The parameters of a 1-layer GPT, written out by hand: (weights by kind, biases)."""
+    block = "blocks.0."
+    emb = ["tok_emb.weight"] + (["pos_emb.weight"] if variant == "vanilla" else [])
+    ln = [block + "ln1.weight", block + "ln2.weight", "ln_f.weight"]
+    linear = [block + "attn.qkv.weight", block + "attn.proj.weight", block + "mlp.0.weight", block + "mlp.2.weight",
+              "head.weight"]
+    biases = [block + n for n in ("ln1.bias", "ln2.bias", "attn.qkv.bias", "attn.proj.bias", "mlp.0.bias",
+                                  "mlp.2.bias")] + ["ln_f.bias"]
+    return emb, ln, linear, biases
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "rope"])
+@pytest.mark.parametrize("decay_on", DECAY_ON)
+def test_weight_decay_groups_by_hand(decay_on, variant):
+    m = GPT(ModelConfig(**SMALL, variant=variant))
+    emb, ln, linear, biases = _one_layer_names(variant)
+    want = {"non-bias": emb + ln + linear, "matrices": emb + linear, "linear": linear}[decay_on]
+    decay, keep = decay_groups(m, decay_on)
+    assert sorted(decay) == sorted(want)
+    assert sorted(keep) == sorted(set(emb + ln + linear + biases) - set(want))
+
+    params = dict(m.named_parameters())
+    g_decay, g_keep = make_optimizer(m, TrainConfig(decay_on=decay_on), torch.device("cpu")).param_groups
+    assert {id(p) for p in g_decay["params"]} == {id(params[n]) for n in want} and g_decay["weight_decay"] == 0.1
+    assert g_keep["weight_decay"] == 0.0 and len(g_decay["params"]) + len(g_keep["params"]) == len(params)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_paper_recipe_decays_what_the_original_decays(stage):
+    """The original trainer decays every parameter whose name lacks 'bias' (embeddings, position table and
+    LayerNorm gains included); decaying Linear weights only stalls the paper pretraining after ~17 epochs."""
+    cfg = train_config(load_recipe("paper"), stage, {}, documents=10, block_size=128)
+    assert cfg.decay_on == "non-bias" and cfg.weight_decay == 0.1
     m = GPT(ModelConfig(**SMALL))
-    decay, no_decay = make_optimizer(m, TrainConfig(), torch.device("cpu")).param_groups
-    linear_weights = {id(mod.weight) for mod in m.modules() if isinstance(mod, torch.nn.Linear)}
-    assert {id(p) for p in decay["params"]} == linear_weights and decay["weight_decay"] == 0.1
-    assert all(p.dim() == 1 or p is m.tok_emb.weight or p is m.pos_emb.weight for p in no_decay["params"])
-    assert no_decay["weight_decay"] == 0.0
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(m.parameters()))
+    decay, keep = decay_groups(m, cfg.decay_on)
+    assert {"tok_emb.weight", "pos_emb.weight", "ln_f.weight"} <= set(decay)
+    assert all(n.endswith(".bias") for n in keep)
+
+
+def test_unknown_decay_on_is_a_clear_error(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[pretrain]\ndecay_on = "everything"\nschedule = "constant"\n')
+    with pytest.raises(UserError, match="decay_on 'everything'"):
+        train_config(load_recipe(str(recipe)), "pretrain", {}, documents=10, block_size=128)
+
+
+def test_param_rms_hand_computed():
+    m = GPT(ModelConfig(**SMALL))
+    with torch.no_grad():
+        m.tok_emb.weight.fill_(3.0)
+        m.pos_emb.weight.fill_(-2.0)
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.LayerNorm):
+                mod.weight.fill_(0.5)
+            elif isinstance(mod, torch.nn.Linear):
+                mod.weight.zero_()
+        m.head.weight[0, 0] = 1.0  # one non-zero among all Linear weights
+    n_linear = sum(mod.weight.numel() for mod in m.modules() if isinstance(mod, torch.nn.Linear))
+    rms = param_rms(m)
+    assert rms["tok_emb"] == 3.0 and rms["pos_emb"] == 2.0 and rms["ln_gain"] == 0.5
+    assert math.isclose(rms["linear"], (1 / n_linear) ** 0.5, rel_tol=1e-4)
+
+
+def test_epoch_losses_weight_windows_by_steps():
+    recs = [{"step": 2, "epoch": 1, "loss": 4.0}, {"step": 3, "epoch": 1, "loss": 1.0},  # epoch 1: (4*2 + 1) / 3
+            {"step": 6, "epoch": 2, "loss": 2.0}]
+    assert epoch_losses(recs) == {1: 3.0, 2: 2.0}
 
 
 def _copy_task(rng):
@@ -72,7 +136,8 @@ def test_metrics_file_is_json_lines(tmp_path):
     train(m, _copy_task, cfg, metrics_path=tmp_path / "m.jsonl")
     recs = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [4, 8, 10]
-    assert {"step", "tokens", "loss", "lr", "real_tokens", "gflops"} <= set(recs[0]) and recs[0]["gflops"] > 0
+    assert {"step", "tokens", "loss", "lr", "real_tokens", "gflops", "rms"} <= set(recs[0]) and recs[0]["gflops"] > 0
+    assert set(recs[0]["rms"]) == {"tok_emb", "pos_emb", "ln_gain", "linear"}
 
 
 def test_a_data_worker_process_changes_nothing_but_where_batches_are_made():

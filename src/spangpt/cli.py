@@ -7,10 +7,11 @@ from pathlib import Path
 
 from spangpt.errors import UserError
 from spangpt.model import VARIANTS
+from spangpt.train import DECAY_ON
 
 MODEL_OPTS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 TRAIN_OPTS = ("epochs", "max_steps", "batch_size", "lr", "seed", "device", "precision", "pack", "attention",
-              "compile", "schedule", "fast_dropout", "log_interval", "peak_tflops", "workers")
+              "compile", "schedule", "decay_on", "fast_dropout", "log_interval", "peak_tflops", "workers")
 
 
 def _bool(s: str) -> bool:
@@ -32,6 +33,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="examples per optimizer step")
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--schedule", choices=("paper", "cosine", "constant"))
+    g.add_argument("--decay-on", choices=DECAY_ON, help="tensors weight decay applies to: non-bias (the original: "
+                   "all but biases), matrices (nanoGPT: 2+ dims), linear (minGPT: Linear weights only)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"))

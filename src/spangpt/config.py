@@ -15,7 +15,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from spangpt.errors import UserError
 from spangpt.model import ModelConfig
-from spangpt.train import TrainConfig
+from spangpt.train import DECAY_ON, TrainConfig
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
@@ -74,6 +74,8 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     cfg = TrainConfig(**kw)
     if cfg.schedule == "paper" and not cfg.final_tokens:
         raise UserError(f"recipe '{recipe['name']}' [{stage}]: schedule 'paper' needs decay_epochs (or final_tokens)")
+    if cfg.decay_on not in DECAY_ON:
+        raise UserError(f"recipe '{recipe['name']}' [{stage}]: unknown decay_on '{cfg.decay_on}' ({', '.join(DECAY_ON)})")
     if cfg.schedule not in ("paper", "cosine", "constant"):
         raise UserError(f"unknown schedule '{cfg.schedule}' (paper, cosine or constant)")
     return cfg

@@ -16,6 +16,12 @@ from spangpt.data import load_questions
 from spangpt.evaluate import answer_loss, london_baseline
 
 DEV, TEST = "birth_dev.tsv", "birth_test_inputs.tsv"
+# The original CS224N run's numbers (../shared/docs/prior-results.md): dev exact match in %, and its logged
+# pretraining loss (the last batch of each epoch) for its two runs at the epochs it was read at.
+PAPER_DEV = {"london": 5.0, "scratch": 1.2, "vanilla": 26.2, "rope": 20.6}
+PAPER_PRETRAIN_LOSS = {1: (3.48, 3.48), 5: (2.86, 2.84), 10: (2.70, 2.68), 20: (2.57, 2.56), 30: (2.50, 2.54),
+                       40: (2.40, 2.43), 50: (2.21, 2.32), 60: (2.04, 2.15), 100: (1.52, 1.55),
+                       150: (1.17, 1.18), 200: (1.09, 1.09), 650: (0.55, None)}
 ROWS = (("london", "always 'London'"), ("scratch", "no pretraining"), ("vanilla", "vanilla (learned positions)"),
         ("rope", "RoPE"))
 
@@ -82,6 +88,20 @@ def format_table(results: dict) -> str:
         loss = statistics.mean(r["answer_loss"] for r in runs)
         lines.append(f"| {label} | {statistics.mean(accs):.1f}%{spread} | {each} | {loss:.3f} |")
     return "\n".join(lines)
+
+
+def epoch_losses(recs: list[dict]) -> dict[int, float]:
+    """Metrics records -> {epoch: mean loss}, each window weighted by its steps and counted in the epoch it
+    ended in (exact when --log-interval divides the epoch)."""
+    sums: dict[int, list[float]] = {}
+    prev = 0
+    for r in recs:
+        n = r["step"] - prev
+        prev = r["step"]
+        acc = sums.setdefault(r["epoch"], [0.0, 0])
+        acc[0] += r["loss"] * n
+        acc[1] += n
+    return {e: s / n for e, (s, n) in sums.items()}
 
 
 def plot_losses(out: Path) -> None:

@@ -25,7 +25,12 @@ class TrainConfig:
     batch_size: int = 256  # examples per optimizer step, packed or not (the original's unit)
     lr: float = 6e-4
     betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1  # on matmul weights only
+    weight_decay: float = 0.1
+    # Which tensors weight decay touches (see decay_groups): "non-bias" is the original CS224N trainer
+    # (every parameter but biases: embeddings, position table and LayerNorm gains too); "matrices" is
+    # nanoGPT's (every tensor of 2+ dims: Linear weights and embeddings); "linear" is minGPT's (Linear
+    # weights only). At the paper's lr 6e-3 "linear" stalls after ~17 epochs (README, "Weight decay").
+    decay_on: str = "non-bias"
     grad_clip: float = 1.0
     # LR schedule, counted in tokens as the original: every example counts block_size-1 tokens, PAD
     # included (the original adds (y >= 0).sum() of its padded rows), whatever layout we train with.
@@ -121,14 +126,46 @@ def autocast_context(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
+DECAY_ON = ("non-bias", "matrices", "linear")
+
+
+def decay_groups(model: torch.nn.Module, decay_on: str) -> tuple[list[str], list[str]]:
+    """-> (names of the parameters weight decay applies to, names of the others)."""
+    if decay_on not in DECAY_ON:
+        raise ValueError(f"decay_on must be one of {DECAY_ON}, got {decay_on!r}")
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    rule = {
+        "non-bias": lambda n, p: not n.endswith("bias"),  # the original: its LayerNorms are not named "LayerNorm"
+        "matrices": lambda n, p: p.dim() >= 2,
+        "linear": lambda n, p: id(p) in linear,
+    }[decay_on]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [n for n, p in named if rule(n, p)], [n for n, p in named if not rule(n, p)]
+
+
+def param_rms(model: torch.nn.Module) -> dict[str, float]:
+    """Root-mean-square of each kind of tensor: every embedding table on its own, all LayerNorm gains,
+    all Linear weights. Logged with the loss: without decay, tables that Adam moves at ~lr per step
+    whatever their gradient grow without bound, and this is where that shows."""
+    groups: dict[str, list[torch.Tensor]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Embedding):
+            groups.setdefault(name, []).append(m.weight)
+        elif isinstance(m, torch.nn.LayerNorm) and m.weight is not None:
+            groups.setdefault("ln_gain", []).append(m.weight)
+        elif isinstance(m, torch.nn.Linear):
+            groups.setdefault("linear", []).append(m.weight)
+    with torch.no_grad():
+        return {k: round(float(torch.cat([t.detach().flatten().float() for t in ts]).pow(2).mean().sqrt()), 5)
+                for k, ts in groups.items()}
+
+
 def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    # Decay only the weights of Linear layers (the matmuls); biases, LayerNorms and embeddings are not
-    # decayed, as in minGPT/the original.
-    decay = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
-    params = [p for p in model.parameters() if p.requires_grad]
+    decay, keep = (set(names) for names in decay_groups(model, cfg.decay_on))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in params if id(p) in decay], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
+        {"params": [p for n, p in named if n in decay], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in named if n in keep], "weight_decay": 0.0},
     ]
     fused = device.type == "cuda"  # fused on CPU measured no faster for this model size
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
@@ -232,6 +269,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                     "real_tok_per_s": round(window_real / (now - t_log), 1), "elapsed_s": round(now - t0, 2),
                     "gflops": round(window_flops / (now - t_log) / 1e9, 2),
                 }
+                rec["rms"] = param_rms(model)
                 if cfg.peak_tflops:
                     rec["mfu"] = round(rec["gflops"] / (cfg.peak_tflops * 1e3), 4)
                 res.history.append(rec)
