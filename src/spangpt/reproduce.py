@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from spangpt import checkpoint, stages
+from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.data import load_questions
 from spangpt.evaluate import answer_loss, london_baseline
@@ -28,10 +29,22 @@ ROWS = (("london", "always 'London'"), ("scratch", "no pretraining"), ("vanilla"
 
 def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, recipe: str, seed: int,
             overrides: dict) -> dict:
+    """Pretrain (unless `scratch`), fine-tune, evaluate on dev, predict test. A run that finished before
+    (its <name>.seed<N>.result.json exists, written last) is read back instead, so seeds can be added to
+    a table across sessions; one made with another recipe or other overrides is an error, not reused."""
     o = {**overrides, "seed": seed}
+    done = out / f"{name}.seed{seed}.result.json"
+    key = {"recipe": recipe, "variant": variant, "pretrain": pretrain, "overrides": o}
+    if done.is_file():
+        info = json.loads(done.read_text())
+        if info.get("key") != key:
+            raise UserError(f"{done}: a finished run with other settings ({info.get('key')}); use another --out")
+        print(f"{name} seed {seed}: finished before, dev {info['accuracy']:.1f}% (reusing {done.name})", flush=True)
+        return info
     ft = out / f"{name}.seed{seed}.finetune.safetensors"
-    info = {"name": name, "seed": seed}
+    info = {"name": name, "seed": seed, "key": key}
     init = None
+    t0 = time.perf_counter()
     if pretrain:
         init = out / f"{name}.seed{seed}.pretrain.safetensors"
         info["pretrain"] = stages.pretrain(data, init, variant, recipe, train_overrides=o, quiet=True)["result"]
@@ -43,7 +56,9 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     info["answer_loss"] = answer_loss(model, vocab, load_questions(data / DEV), str(data / DEV))
     if (data / TEST).is_file():
         stages.evaluate(ft, data / TEST, out / f"{name}.seed{seed}.test.predictions", o.get("device", "auto"), need_answers=False)
-    info.update(correct=correct, total=total, accuracy=100.0 * correct / total)
+    info.update(correct=correct, total=total, accuracy=100.0 * correct / total,
+                minutes=round((time.perf_counter() - t0) / 60, 2))
+    atomic_write(done, lambda t: Path(t).write_text(json.dumps(info, indent=2)))
     print(f"{name} seed {seed}: dev {correct}/{total} = {info['accuracy']:.1f}%, "
           f"answer loss {info['answer_loss']:.3f}", flush=True)
     return info
@@ -62,31 +77,52 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
         results["runs"].append(run_one(data, out, "scratch", "vanilla", False, recipe, seed, train_overrides or {}))
         for v in variants:
             results["runs"].append(run_one(data, out, v, v, True, recipe, seed, train_overrides or {}))
-    results["minutes"] = round((time.perf_counter() - t0) / 60, 1)
+    results["minutes"] = round((time.perf_counter() - t0) / 60, 1)  # this invocation (reused runs cost ~0)
+    results["run_minutes"] = round(sum(r.get("minutes", 0.0) for r in results["runs"]), 1)
     table = format_table(results)
-    report = f"# spangpt results\n\n{header}recipe `{recipe}`, data `{data}`, seeds {list(seeds)}, " \
-             f"{results['minutes']} min in all\n\n{table}\n"
+    plots = plot_losses(out, recipe) and plot_accuracy(out, results)
+    report = (f"# spangpt results\n\n{header}recipe `{recipe}`, data `{data}`, seeds {list(seeds)}; "
+              f"{results['run_minutes']} min of training and evaluation in all ({results['minutes']} min this time)\n\n"
+              f"{table}\n" + ("\n![dev exact match](accuracy.png)\n\n![training loss](losses.png)\n" if plots else ""))
     atomic_write(out / "results.json", lambda t: Path(t).write_text(json.dumps(results, indent=2)))
     atomic_write(out / "report.md", lambda t: Path(t).write_text(report))
-    plot_losses(out)
     print("\n" + table)
     print(f"(full report: {out / 'report.md'})")
     return results
 
 
-def format_table(results: dict) -> str:
-    lines = ["| model | dev exact match | per seed | dev answer loss (nats/char) |", "|---|---|---|---|"]
+def _rows(results: dict):
+    """-> [(key, label, [dev accuracy per seed], [answer loss per seed])], London first."""
     lo = results["london"]
-    lines.append(f"| always 'London' | {lo['accuracy']:.1f}% ({lo['correct']}/{lo['total']}) | - | - |")
+    rows = [("london", ROWS[0][1], [lo["accuracy"]], [])]
     for key, label in ROWS[1:]:
         runs = [r for r in results["runs"] if r["name"] == key]
-        if not runs:
-            continue
-        accs = [r["accuracy"] for r in runs]
-        spread = f" ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else ""
-        each = ", ".join(f"{a:.1f}" for a in accs)
-        loss = statistics.mean(r["answer_loss"] for r in runs)
-        lines.append(f"| {label} | {statistics.mean(accs):.1f}%{spread} | {each} | {loss:.3f} |")
+        if runs:
+            rows.append((key, label, [r["accuracy"] for r in runs], [r["answer_loss"] for r in runs]))
+    return rows
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def format_table(results: dict) -> str:
+    """Markdown: mean ± std over seeds, each seed, the original's number (paper recipe), pretraining loss."""
+    paper = results["recipe"] == "paper"
+    lines = ["| model | dev exact match (mean ± std) | per seed | " + ("the original | " if paper else "") +
+             "final pretraining loss | dev answer loss (nats/char) |", "|---" * (5 + paper) + "|"]
+    lo = results["london"]
+    for key, label, accs, losses in _rows(results):
+        runs = [r for r in results["runs"] if r["name"] == key]
+        mean, std = _mean_std(accs)
+        cell = f"{mean:.1f}% ({lo['correct']}/{lo['total']})" if key == "london" else \
+            f"{mean:.1f}%" + (f" ± {std:.1f}" if len(accs) > 1 else "")
+        each = "-" if key == "london" else ", ".join(f"{a:.1f}" for a in accs)
+        orig = f"{PAPER_DEV[key]:.1f}% | " if paper else ""
+        pre = [r["pretrain"]["final_loss"] for r in runs if "pretrain" in r]
+        pre_cell = ", ".join(f"{x:.3f}" for x in pre) if pre else "-"
+        loss = f"{statistics.mean(losses):.3f}" if losses else "-"
+        lines.append(f"| {label} | {cell} | {each} | {orig}{pre_cell} | {loss} |")
     return "\n".join(lines)
 
 
@@ -104,25 +140,62 @@ def epoch_losses(recs: list[dict]) -> dict[int, float]:
     return {e: s / n for e, (s, n) in sums.items()}
 
 
-def plot_losses(out: Path) -> None:
-    """Training-loss curves from the metrics files, if matplotlib is installed (pip install spangpt[plot])."""
+def _pyplot():
+    """matplotlib's pyplot on a file backend, or None when the [plot] extra is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return
+        return None
+    return plt
+
+
+def plot_losses(out: Path, recipe: str = "") -> bool:
+    """Every run's training loss per epoch (losses.png); the paper recipe's panel also shows the original's."""
+    plt = _pyplot()
+    if plt is None:
+        return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, stage in zip(axes, ("pretrain", "finetune")):
         for f in sorted(out.glob(f"*.{stage}.metrics.jsonl")):
             recs = [json.loads(line) for line in f.read_text().splitlines() if line]
-            ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], label=f.name.split(f".{stage}")[0])
-        ax.set(title=stage, xlabel="step", ylabel="loss (non-PAD targets)", yscale="log")
+            per_epoch = epoch_losses(recs)
+            ax.plot(list(per_epoch), list(per_epoch.values()), label=f.name.split(f".{stage}")[0])
+        if stage == "pretrain" and recipe == "paper":
+            for i, marker in enumerate(("o", "s")):
+                pts = [(e, v[i]) for e, v in PAPER_PRETRAIN_LOSS.items() if v[i] is not None]
+                ax.plot(*zip(*pts), marker, color="k", fillstyle="none", label=f"the original, run {i + 1}")
+        ax.set(title=stage, xlabel="epoch", ylabel="mean loss (non-PAD targets)", yscale="log")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "losses.png", dpi=100)
     plt.close(fig)
+    return True
+
+
+def plot_accuracy(out: Path, results: dict) -> bool:
+    """Dev exact match per row (accuracy.png): bars at the mean, a dot per seed, the original's as x."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    rows = _rows(results)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (key, _, accs, _) in enumerate(rows):
+        mean, std = _mean_std(accs)
+        ax.bar(i, mean, yerr=std or None, color="C0" if key != "london" else "0.7", capsize=4)
+        ax.plot([i] * len(accs), accs, "o", color="k", markersize=3)
+        if results["recipe"] == "paper":
+            ax.plot(i, PAPER_DEV[key], "x", color="C3", markersize=9, label="the original" if i == 0 else None)
+    ax.set_xticks(range(len(rows)), [label for _, label, _, _ in rows], fontsize=8)
+    ax.set(ylabel="dev exact match (%)", title=f"recipe {results['recipe']}, seeds {results['seeds']}")
+    if results["recipe"] == "paper":
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=100)
+    plt.close(fig)
+    return True
 
 
 def demo(out, people: int = 200, seeds=(0,)) -> dict:

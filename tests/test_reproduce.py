@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from spangpt import reproduce as rp
+from spangpt import stages
+from spangpt.errors import UserError
+
+TINY_RECIPE = """
+[model]
+n_layer = 1
+n_head = 2
+n_embd = 16
+block_size = 128
+dropout = 0.0
+[pretrain]
+epochs = 1
+batch_size = 16
+lr = 1e-3
+schedule = "constant"
+[finetune]
+epochs = 1
+batch_size = 16
+lr = 1e-3
+schedule = "constant"
+"""
+FAST = {"max_steps": 2, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory, synth_dir):
+    out = tmp_path_factory.mktemp("table")
+    recipe = out / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    results = rp.reproduce(synth_dir, out, recipe=str(recipe), seeds=(0,), train_overrides=FAST)
+    return out, recipe, results
+
+
+def test_every_run_writes_dev_and_test_predictions_and_a_report(table, synth_dir):
+    out, _, results = table
+    assert [r["name"] for r in results["runs"]] == ["scratch", "vanilla", "rope"]
+    n_dev = len((synth_dir / "birth_dev.tsv").read_text().splitlines())
+    n_test = len((synth_dir / "birth_test_inputs.tsv").read_text().splitlines())
+    for name in ("scratch", "vanilla", "rope"):
+        assert len((out / f"{name}.seed0.dev.predictions").read_text().splitlines()) == n_dev
+        assert len((out / f"{name}.seed0.test.predictions").read_text().splitlines()) == n_test
+        assert json.loads((out / f"{name}.seed0.result.json").read_text())["total"] == n_dev
+    report = (out / "report.md").read_text()
+    assert "| RoPE |" in report and "always 'London'" in report
+    assert (out / "losses.png").stat().st_size > 0 and (out / "accuracy.png").stat().st_size > 0
+
+
+def test_finished_runs_are_reused_and_only_new_seeds_train(table, synth_dir, monkeypatch):
+    out, recipe, first = table
+    trained = []
+    real_pretrain, real_finetune = stages.pretrain, stages.finetune
+    monkeypatch.setattr(stages, "pretrain", lambda data, ckpt, *a, **k: trained.append(ckpt.name) or real_pretrain(data, ckpt, *a, **k))
+    monkeypatch.setattr(stages, "finetune", lambda data, ckpt, *a, **k: trained.append(ckpt.name) or real_finetune(data, ckpt, *a, **k))
+    results = rp.reproduce(synth_dir, out, recipe=str(recipe), seeds=(0, 1), train_overrides=FAST)
+    assert trained and all(".seed1." in name for name in trained)
+    assert len(trained) == 5  # seed 1: three fine-tunings, two pretrainings
+    assert results["runs"][:3] == first["runs"]  # seed 0 read back as it was
+    assert "seeds [0, 1]" in (out / "report.md").read_text()
+
+
+def test_a_finished_run_with_other_settings_is_an_error_not_reused(table, synth_dir):
+    out, recipe, _ = table
+    with pytest.raises(UserError, match="other settings"):
+        rp.reproduce(synth_dir, out, recipe=str(recipe), seeds=(0,), train_overrides={**FAST, "max_steps": 3})
+
+
+def test_table_mean_std_beside_the_original_hand_computed():
+    def run(name, acc, seed):
+        return {"name": name, "seed": seed, "accuracy": acc, "answer_loss": 1.0, "pretrain": {"final_loss": 0.5}}
+
+    results = {"recipe": "paper", "seeds": [0, 1], "london": {"correct": 25, "total": 500, "accuracy": 5.0},
+               "runs": [run("scratch", 1.0, 0), run("vanilla", 20.0, 0), run("vanilla", 40.0, 1)]}
+    lines = rp.format_table(results).splitlines()
+    vanilla = next(line for line in lines if line.startswith("| vanilla"))
+    assert "| 30.0% ± 14.1 | 20.0, 40.0 | 26.2% |" in vanilla  # stdev(20, 40) = sqrt(200) = 14.14
+    assert next(line for line in lines if line.startswith("| always")).startswith("| always 'London' | 5.0% (25/500)")
+    assert not any(line.startswith("| RoPE") for line in lines)  # no runs, no row
