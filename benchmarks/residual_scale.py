@@ -1,0 +1,62 @@
+"""How loud is each part of the residual stream? The embedding against what every block adds to it.
+
+    python benchmarks/residual_scale.py CKPT [CKPT ...] --data ../shared/data/cs224n
+
+For each checkpoint, on 256 span-corruption examples of wiki.txt (eval mode, fixed seed): the RMS over real
+(non-PAD) positions of the embedding sum x0 (token + position), of each block's attention and MLP updates,
+and of the final residual stream. Every block reads the stream through a LayerNorm, so only ratios matter:
+a block whose updates are small beside x0 barely moves what the next block and the head see. Prints figures.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+from spangpt import checkpoint
+from spangpt.data import load_corpus, pad_batch, pretrain_example
+from spangpt.vocab import PAD_ID
+
+
+@torch.no_grad()
+def scales(ckpt: Path, docs: list[str], n: int = 256) -> dict[str, float]:
+    model, vocab, _ = checkpoint.load(ckpt)
+    rng = random.Random(0)
+    batch = pad_batch([pretrain_example(d, vocab, model.cfg.block_size, rng) for d in docs[:n]], model.cfg.block_size)
+    real = batch.x != PAD_ID  # (B, T)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        return lambda mod, inp, out: seen.__setitem__(name, out)
+
+    hooks = [model.drop.register_forward_hook(keep("x0"))]  # eval-mode dropout: its output is the embedding sum
+    for i, b in enumerate(model.blocks):
+        hooks += [b.attn.register_forward_hook(keep(f"attn{i}")), b.mlp.register_forward_hook(keep(f"mlp{i}")),
+                  b.register_forward_hook(keep(f"stream{i}"))]
+    model(batch.x)
+    for h in hooks:
+        h.remove()
+    rms = {k: float(v[real].pow(2).mean().sqrt()) for k, v in seen.items()}
+    rms["tok_emb"] = float(model.tok_emb(batch.x)[real].pow(2).mean().sqrt())
+    return rms
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("ckpts", type=Path, nargs="+")
+    ap.add_argument("--data", type=Path, required=True, help="folder with wiki.txt")
+    args = ap.parse_args(argv)
+    docs = load_corpus(args.data / "wiki.txt")
+    rows = [(c, scales(c, docs)) for c in args.ckpts]
+    keys = list(rows[0][1])
+    print("| checkpoint | " + " | ".join(keys) + " |\n" + "|---" * (len(keys) + 1) + "|")
+    for c, r in rows:
+        print(f"| {c.name} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
