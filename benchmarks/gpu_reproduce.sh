@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The original's table on one GPU: `spangpt reproduce --recipe paper` (no pretraining, vanilla, RoPE, London),
+# dev and test predictions for every run, report.md + losses.png + accuracy.png, timed.
+# Usage: benchmarks/gpu_reproduce.sh [DATA] [OUT] [SEEDS...]   (finished runs in OUT are reused, so seeds can be
+# added in later calls: benchmarks/gpu_reproduce.sh DATA OUT 1 2)
+set -euo pipefail
+DATA=${1:-data/cs224n}
+OUT=${2:-${OUT:-runs/gpu-paper}}
+SEEDS=("${@:3}")
+[ ${#SEEDS[@]} -gt 0 ] || SEEDS=(0)
+export PYTHONPATH=${PYTHONPATH:-src}
+PY=${PYTHON:-python3}
+nvidia-smi -L || true
+mkdir -p "$OUT"
+SECONDS=0
+$PY -m spangpt reproduce --data "$DATA" --out "$OUT" --recipe paper --seeds "${SEEDS[@]}" 2> "$OUT/reproduce.log"
+echo "reproduce wall seconds: $SECONDS"
+$PY benchmarks/loss_curve.py --metrics "$OUT/vanilla.seed${SEEDS[0]}.pretrain.metrics.jsonl" | tail -20
