@@ -52,6 +52,11 @@ def read_meta(path) -> dict:
     return meta
 
 
+def read_info(path) -> dict:
+    """The run info saved with a checkpoint (its config and result), without loading the weights."""
+    return json.loads(read_meta(path)["info"])
+
+
 def load(path, device="cpu", variant: str | None = None, vocab: Vocab | None = None):
     """-> (model, vocab, info). Checks the variant and vocabulary the caller expects, if given."""
     meta = read_meta(path)
