@@ -76,7 +76,9 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
     rec = load_recipe(recipe)
     if init is not None:
         model, vocab, init_info = checkpoint.load(init, variant=variant)
-        documents = init_info.get("documents") or len(load_corpus(data / WIKI))
+        documents = init_info.get("documents")
+        if not isinstance(documents, int) or isinstance(documents, bool) or documents < 1:  # old or damaged info
+            documents = len(load_corpus(data / WIKI))
         if model_overrides:
             raise UserError("model options (--n-layer, ...) cannot change a pretrained model; drop them or --init")
         mcfg = model.cfg
