@@ -374,3 +374,8 @@ def test_every_state_damaged_is_one_line_naming_both(tmp_path, synth_dir, capsys
     assert _pretrain(synth_dir, out, "--resume", "auto") == 2
     err = _one_line(capsys.readouterr().err)
     assert f"{newest}: damaged training state" in err and f"{prev}: not a spangpt training state" in err
+
+
+def test_negative_save_every_or_budget_is_an_error(tmp_path, synth_dir, capsys):
+    assert _pretrain(synth_dir, tmp_path / "p.safetensors", "--save-every", "-1") == 2
+    assert "save_every and max_minutes must be >= 0" in _one_line(capsys.readouterr().err)
