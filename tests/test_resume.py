@@ -3,6 +3,7 @@
 
 The kill tests run the real CLI in a subprocess; the rest call train() or cli.main() in-process (fast).
 """
+import io
 import json
 import os
 import random
@@ -118,7 +119,8 @@ def paused(tmp, path):
     if calls[0] == k:
         if where == "between":
             os.replace(path, st.paths(path)[1])
-        marker.write_text(str(tmp))
+        marker.with_suffix(".part").write_text(str(tmp))
+        os.replace(marker.with_suffix(".part"), marker)  # appears complete, for the test to kill us now
         time.sleep(600)
     commit(tmp, path)
 st._commit = paused
@@ -260,7 +262,6 @@ def test_state_file_is_plain_tensors_and_numbers_and_loads_weights_only(tmp_path
     blob = (tmp_path / "s.pt").read_bytes()
     assert blob.startswith(b"spangpt-state-v1\n")
     payload = blob[len(b"spangpt-state-v1\n") + 65:]
-    import io
     torch.load(io.BytesIO(payload), weights_only=True)  # raises if anything but plain data were pickled
 
 
