@@ -66,3 +66,66 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         checkpoint.atomic_write(p, boom)
     assert p.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
+
+
+def _edit_header(path, edit):
+    """Rewrite a safetensors file's JSON header with edit(header) (the weights' bytes stay as they are)."""
+    import json
+    import struct
+
+    blob = path.read_bytes()
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8 : 8 + n])
+    edit(header)
+    h = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(h)) + h + blob[8 + n :])
+
+
+def _set_model(**fields):
+    import json
+
+    def edit(header):
+        meta = header["__metadata__"]
+        meta["model"] = json.dumps({**json.loads(meta["model"]), **fields})
+    return edit
+
+
+def _set_meta(key, value):
+    return lambda header: header["__metadata__"].__setitem__(key, value)
+
+
+# Each of these once escaped checkpoint.load as a traceback (found by tests/test_fuzz.py), or would have
+# tried to build a model of whatever size the damaged header asked for.
+@pytest.mark.parametrize("edit, message", [
+    (_set_meta("model", "{not json"), "damaged checkpoint metadata"),
+    (_set_meta("model", "7"), "damaged checkpoint metadata"),
+    (_set_meta("info", "null"), "run info is not a JSON object"),
+    (_set_meta("vocab", '["\u25a1", "\u2047", null]'), "vocabulary entries must be single characters"),
+    (_set_meta("vocab", '["a", "b"]'), "vocabulary must start with PAD"),
+    (_set_model(n_head=0), "n_head must be a positive integer, got 0"),
+    (_set_model(n_embd="16"), "n_embd must be a positive integer"),
+    (_set_model(dropout=-1), r"dropout must be in \[0, 1\)"),
+    (_set_model(vocab_size=12), "12 characters for vocab_size 12|characters for vocab_size 12"),
+    (_set_model(n_embd=32, n_head=2), "weights do not match the config"),
+    (_set_model(n_layer=10**12), "1 blocks of weights, n_layer 1000000000000"),
+    (_set_model(variant="rope", block_size=10**9), "block_size 1000000000 is over 65536"),
+    (lambda h: h.__setitem__("head.renamed", h.pop("head.weight")), r"missing \['head.weight'\], unexpected \['head.renamed'\]"),
+    (lambda h: h.pop("head.weight"), r"not a spangpt checkpoint \(unreadable as \.safetensors: .*\)"),  # a gap in the data
+])
+def test_damaged_header_is_a_one_line_error_naming_the_file(tmp_path, edit, message):
+    p = tmp_path / "m.safetensors"
+    checkpoint.save(p, GPT(ModelConfig(**CFG)), VOCAB)
+    _edit_header(p, edit)
+    with pytest.raises(UserError, match=message) as e:
+        checkpoint.load(p)
+    assert str(e.value).startswith(f"{p}: ") and "\n" not in str(e.value)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    m = GPT(ModelConfig(**CFG))
+    with torch.no_grad():
+        m.head.weight[3, 1] = float("inf")
+    p = tmp_path / "m.safetensors"
+    checkpoint.save(p, m, VOCAB)
+    with pytest.raises(UserError, match=r"non-finite weights in \['head.weight'\]"):
+        checkpoint.load(p)

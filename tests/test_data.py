@@ -108,6 +108,17 @@ def test_batches_cover_every_example_once_in_batches_of_batch_size():
     assert rows == sorted(tuple(x) for x, _ in ex)
 
 
+def test_batches_skip_resumes_an_epoch_with_the_same_batches_and_rng_after():
+    """A resumed epoch: the same shuffle, the first `skip` batches left out, the RNG where it would be."""
+    ex = _examples(50)
+    full_rng, skip_rng = random.Random(3), random.Random(3)
+    full = list(batches(ex, 16, BLOCK, pack=True, rng=full_rng))
+    tail = list(batches(ex, 16, BLOCK, pack=True, rng=skip_rng, skip=2))
+    assert len(tail) == 2 and all(torch.equal(a.x, b.x) and torch.equal(a.y, b.y) for a, b in zip(full[2:], tail))
+    assert full_rng.getstate() == skip_rng.getstate()
+    assert list(batches(ex, 16, BLOCK, pack=True, rng=random.Random(3), skip=4)) == []  # the epoch was done
+
+
 def test_file_errors_name_file_and_line(tmp_path):
     p = tmp_path / "qa.tsv"
     p.write_text("Where was A born?\tParis\nWhere was B born?\n", encoding="utf-8")

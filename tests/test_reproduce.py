@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from spangpt import reproduce as rp
 from spangpt import stages
@@ -67,6 +68,26 @@ def test_a_finished_run_with_other_settings_is_an_error_not_reused(table, synth_
     out, recipe, _ = table
     with pytest.raises(UserError, match="other settings"):
         rp.reproduce(synth_dir, out, recipe=str(recipe), seeds=(0,), train_overrides={**FAST, "max_steps": 3})
+
+
+def test_an_interrupted_table_continues_where_it_stopped(table, synth_dir, tmp_path, capsys):
+    """Stopped inside its first stage (a time budget here; a signal or a kill alike), the same call again
+    resumes that stage from its state and ends with the very weights of the uninterrupted table."""
+    from safetensors.torch import load_file
+
+    from spangpt.errors import Stopped
+
+    done, recipe, _ = table
+    with pytest.raises(Stopped) as stop:
+        rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), train_overrides=FAST,
+                     run_options={"max_minutes": 1e-9})
+    assert stop.value.step == 1 and not (tmp_path / "scratch.seed0.finetune.safetensors").exists()
+    capsys.readouterr()
+    rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), train_overrides=FAST)
+    assert f"resuming from {tmp_path / 'scratch.seed0.finetune.state.pt'} at step 1" in capsys.readouterr().out
+    for name in ("scratch.seed0.finetune", "vanilla.seed0.pretrain", "rope.seed0.finetune"):
+        a, b = load_file(str(tmp_path / f"{name}.safetensors")), load_file(str(done / f"{name}.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in b), name
 
 
 def test_table_mean_std_beside_the_original_hand_computed():

@@ -9,7 +9,7 @@ from spangpt.vocab import MASK, PAD_ID
 def _capture_draw(monkeypatch):
     seen = {}
 
-    def fake_train(model, draw, cfg, metrics_path=None, desc=""):
+    def fake_train(model, draw, cfg, metrics_path=None, desc="", **state_options):
         seen["examples"] = draw(random.Random(0))
         seen["cfg"] = cfg
         return TrainResult(steps=1)

@@ -5,13 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from spangpt.errors import UserError
+from spangpt.errors import Stopped, UserError
 from spangpt.model import VARIANTS
 from spangpt.train import DECAY_ON
 
 MODEL_OPTS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 TRAIN_OPTS = ("epochs", "max_steps", "batch_size", "lr", "seed", "device", "precision", "pack", "attention",
-              "compile", "schedule", "decay_on", "fast_dropout", "log_interval", "peak_tflops", "workers")
+              "compile", "schedule", "decay_on", "fast_dropout", "log_interval", "peak_tflops", "workers",
+              "save_every", "max_minutes")
 
 
 def _bool(s: str) -> bool:
@@ -27,6 +28,15 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="folder with wiki.txt and birth_places_train.tsv")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--recipe", default="paper", help="built-in recipe name (paper, demo) or a .toml path")
+    r = p.add_argument_group("interrupting and resuming (README: Interrupting and resuming)")
+    r.add_argument("--resume", metavar="{auto,PATH}",
+                   help="auto: continue from OUT's saved state if there is one (falling back to the previous "
+                        "state if the newest is damaged; a finished run is left as it is); PATH: from that state file")
+    r.add_argument("--save-every", type=int, metavar="N",
+                   help="also save the resumable state every N steps (default 0: only at the end, on "
+                        "SIGINT/SIGTERM and when --max-minutes is up)")
+    r.add_argument("--max-minutes", type=float, metavar="M",
+                   help="stop after M minutes of training, state saved, exit status 75 (default 0: no limit)")
     g = p.add_argument_group("overrides (default: the recipe's value)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
@@ -60,19 +70,28 @@ def cmd_pretrain(args) -> None:
     from spangpt import stages
 
     info = stages.pretrain(args.data, args.out, args.variant, args.recipe,
-                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS))
+                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), resume=args.resume)
     r = info["result"]
-    print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s, "
-          f"{r['real_tok_per_s']:.0f} real tok/s")
+    if not _finished_before(args, info):
+        print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s, "
+              f"{r['real_tok_per_s']:.0f} real tok/s")
 
 
 def cmd_finetune(args) -> None:
     from spangpt import stages
 
     info = stages.finetune(args.data, args.out, args.variant, args.init, args.recipe,
-                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS))
+                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), resume=args.resume)
     r = info["result"]
-    print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s")
+    if not _finished_before(args, info):
+        print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s")
+
+
+def _finished_before(args, info: dict) -> bool:
+    if info.get("finished_before"):
+        print(f"{args.out}: finished before ({info['result']['steps']} steps, final loss "
+              f"{info['result']['final_loss']:.4f}); nothing to do")
+    return bool(info.get("finished_before"))
 
 
 def cmd_evaluate(args, need_answers=True) -> None:
@@ -111,8 +130,13 @@ def cmd_download(args) -> None:
 def cmd_reproduce(args) -> None:
     from spangpt.reproduce import reproduce
 
-    reproduce(args.data, args.out, recipe=args.recipe, seeds=args.seeds, variants=args.variants,
-              train_overrides=_overrides(args, ("device", "precision", "max_steps")))
+    try:
+        reproduce(args.data, args.out, recipe=args.recipe, seeds=args.seeds, variants=args.variants,
+                  train_overrides=_overrides(args, ("device", "precision", "max_steps")),
+                  run_options=_overrides(args, ("save_every",)))
+    except Stopped as e:
+        e.hint = "run the same command again to continue"  # reproduce always resumes
+        raise
 
 
 def cmd_demo(args) -> None:
@@ -173,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"))
     p.add_argument("--max-steps", type=int, help="cap every training stage (smoke tests)")
+    p.add_argument("--save-every", type=int, metavar="N", help="save each stage's resumable state every N steps "
+                   "(an interrupted table always continues where it stopped when run again)")
     p.set_defaults(fn=cmd_reproduce)
 
     p = sub.add_parser("bench", add_help=False, help="training and evaluation speed, reference vs fast path "
@@ -198,6 +224,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"spangpt: error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:  # SIGINT/SIGTERM or --max-minutes: state saved, one line, a non-zero status
+        print(f"spangpt: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("spangpt: interrupted", file=sys.stderr)
         return 130

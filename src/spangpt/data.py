@@ -224,12 +224,13 @@ def make_batch(examples, block_size: int, pack: bool) -> Batch:
     return (pack_batch if pack else pad_batch)(examples, block_size)
 
 
-def batches(examples, batch_size: int, block_size: int, pack: bool, rng: random.Random):
+def batches(examples, batch_size: int, block_size: int, pack: bool, rng: random.Random, skip: int = 0):
     """Shuffle, then cut into batches of `batch_size` examples (the original's unit), laid out padded or packed.
 
-    The last, smaller batch is kept, as the original DataLoader does (drop_last=False).
+    The last, smaller batch is kept, as the original DataLoader does (drop_last=False). skip: start at
+    that batch (a resumed epoch); the shuffle still draws from rng, so later epochs are unchanged.
     """
     order = list(range(len(examples)))
     rng.shuffle(order)
-    for s in range(0, len(order), batch_size):
+    for s in range(skip * batch_size, len(order), batch_size):
         yield make_batch([examples[i] for i in order[s : s + batch_size]], block_size, pack)

@@ -16,6 +16,9 @@ from torch.nn import functional as F
 from spangpt.vocab import PAD_ID
 
 VARIANTS = ("vanilla", "rope")
+# Attention is (T, T) per head: far below this a block would no longer fit in memory. The bound keeps a
+# damaged checkpoint's config from asking for a RoPE table of any size.
+MAX_BLOCK = 2**16
 
 
 @dataclass
@@ -34,6 +37,18 @@ class ModelConfig:
     rope_layout: str = "adjacent-pairs"
 
     def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.block_size > MAX_BLOCK:
+            raise ValueError(f"block_size {self.block_size} is over {MAX_BLOCK}")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.rope_base, (int, float)) or not self.rope_base > 1:
+            raise ValueError(f"rope_base must be a number > 1, got {self.rope_base!r}")
+        if self.rope_layout != "adjacent-pairs":
+            raise ValueError(f"unknown rope_layout {self.rope_layout!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:

@@ -28,10 +28,12 @@ ROWS = (("london", "always 'London'"), ("scratch", "no pretraining"), ("vanilla"
 
 
 def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, recipe: str, seed: int,
-            overrides: dict) -> dict:
+            overrides: dict, run_options: dict | None = None) -> dict:
     """Pretrain (unless `scratch`), fine-tune, evaluate on dev, predict test. A run that finished before
     (its <name>.seed<N>.result.json exists, written last) is read back instead, so seeds can be added to
-    a table across sessions; one made with another recipe or other overrides is an error, not reused."""
+    a table across sessions; one made with another recipe or other overrides is an error, not reused.
+    An interrupted run resumes its stages from their saved states (--resume auto). run_options (e.g.
+    save_every) change how stages run, not what they compute, so they are not part of the key."""
     o = {**overrides, "seed": seed}
     done = out / f"{name}.seed{seed}.result.json"
     key = {"recipe": recipe, "variant": variant, "pretrain": pretrain, "overrides": o}
@@ -47,8 +49,10 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     t0 = time.perf_counter()
     if pretrain:
         init = out / f"{name}.seed{seed}.pretrain.safetensors"
-        info["pretrain"] = stages.pretrain(data, init, variant, recipe, train_overrides=o, quiet=True)["result"]
-    info["finetune"] = stages.finetune(data, ft, variant, init, recipe, train_overrides=o, quiet=True)["result"]
+        info["pretrain"] = stages.pretrain(data, init, variant, recipe, train_overrides={**o, **(run_options or {})},
+                                           quiet=True, resume="auto")["result"]
+    info["finetune"] = stages.finetune(data, ft, variant, init, recipe, train_overrides={**o, **(run_options or {})},
+                                       quiet=True, resume="auto")["result"]
     t = time.perf_counter()
     _, (correct, total) = stages.evaluate(ft, data / DEV, out / f"{name}.seed{seed}.dev.predictions", o.get("device", "auto"))
     info["eval_seconds"] = round(time.perf_counter() - t, 2)
@@ -65,7 +69,7 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
 
 
 def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla", "rope"), train_overrides=None,
-              header: str = "") -> dict:
+              header: str = "", run_options: dict | None = None) -> dict:
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -74,9 +78,10 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     results = {"recipe": recipe, "data": str(data), "seeds": list(seeds), "runs": [],
                "london": {"correct": c, "total": n, "accuracy": 100.0 * c / n}}
     for seed in seeds:
-        results["runs"].append(run_one(data, out, "scratch", "vanilla", False, recipe, seed, train_overrides or {}))
+        results["runs"].append(run_one(data, out, "scratch", "vanilla", False, recipe, seed, train_overrides or {},
+                                       run_options))
         for v in variants:
-            results["runs"].append(run_one(data, out, v, v, True, recipe, seed, train_overrides or {}))
+            results["runs"].append(run_one(data, out, v, v, True, recipe, seed, train_overrides or {}, run_options))
     results["minutes"] = round((time.perf_counter() - t0) / 60, 1)  # this invocation (reused runs cost ~0)
     results["run_minutes"] = round(sum(r.get("minutes", 0.0) for r in results["runs"]), 1)
     table = format_table(results)

@@ -1,5 +1,6 @@
 """The experiment's stages as plain functions: pretrain, finetune, evaluate. The CLI and `reproduce`
-call these; each writes its checkpoint plus, beside it, the resolved config and a metrics file.
+call these; each writes its checkpoint plus, beside it, the resolved config, a metrics file and the
+resumable training state (spangpt.state).
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from spangpt import checkpoint
+from spangpt import checkpoint, state
 from spangpt.config import load_recipe, model_config, train_config
 from spangpt.data import finetune_examples, load_corpus, load_questions, load_wiki, pretrain_example
 from spangpt.errors import UserError
@@ -19,6 +20,7 @@ from spangpt.model import GPT
 from spangpt.train import pick_device, train, wants_fast_dropout
 
 WIKI, TRAIN_QA = "wiki.txt", "birth_places_train.tsv"
+STATE = ".state.pt"  # beside the checkpoint: <name>.state.pt and <name>.state.prev.pt
 
 
 def sidecar(ckpt: Path, suffix: str) -> Path:
@@ -33,13 +35,17 @@ def _start(run: dict, out: Path, quiet: bool) -> None:
 
 
 def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_overrides=None,
-             train_overrides=None, quiet: bool = False, mix_qa: bool | None = None) -> dict:
+             train_overrides=None, quiet: bool = False, mix_qa: bool | None = None,
+             resume: str | None = None) -> dict:
     """Span-corruption pretraining on DATA/wiki.txt.
 
     mix_qa (default: the recipe's [pretrain] mix_qa, false in `paper`): also train, every epoch, on the
     fine-tuning pairs of DATA/birth_places_train.tsv (never dev or test). Allen-Zhu & Li (2023) found that
     seeing some people's facts as QA while the biographies are memorised makes the facts of *other*
     people extractable; on our small synthetic corpora it is what makes extraction work at all.
+
+    resume: None (start over; refused while an unfinished run's state is saved for `out`), "auto"
+    (continue from the saved state if there is one; a finished run is returned as it is), or a state file.
     """
     data, out = Path(data), Path(out)
     docs, vocab = load_wiki(data / WIKI)
@@ -50,7 +56,6 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size)
     run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
            "mix_qa": mix_qa, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
-    _start(run, out, quiet)
     torch.manual_seed(tcfg.seed)  # the initial weights are part of what --seed fixes
     model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
     block = mcfg.block_size
@@ -60,21 +65,20 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
         return [pretrain_example(d, vocab, block, rng) for d in docs] + qa
 
-    res = train(model, draw, tcfg, sidecar(out, ".metrics.jsonl"), desc=f"pretrain {variant}")
-    info = {**run, "result": _summary(res)}
-    checkpoint.save(out, model, vocab, info)
-    return info
+    return _fit(out, model, vocab, draw, tcfg, run, f"pretrain {variant}", resume, quiet)
 
 
 def finetune(data: Path, out: Path, variant: str, init: Path | None = None, recipe: str = "paper",
-             model_overrides=None, train_overrides=None, quiet: bool = False) -> dict:
+             model_overrides=None, train_overrides=None, quiet: bool = False, resume: str | None = None) -> dict:
     data, out = Path(data), Path(out)
     qa_path = data / TRAIN_QA
     pairs = load_questions(qa_path)
     rec = load_recipe(recipe)
     if init is not None:
         model, vocab, init_info = checkpoint.load(init, variant=variant)
-        documents = init_info.get("documents") or len(load_corpus(data / WIKI))
+        documents = init_info.get("documents")
+        if not isinstance(documents, int) or isinstance(documents, bool) or documents < 1:  # old or damaged info
+            documents = len(load_corpus(data / WIKI))
         if model_overrides:
             raise UserError("model options (--n-layer, ...) cannot change a pretrained model; drop them or --init")
         mcfg = model.cfg
@@ -87,16 +91,50 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
     examples = finetune_examples(pairs, vocab, mcfg.block_size, str(qa_path))
     run = {"stage": "finetune", "recipe": rec["name"], "data": str(data), "init": str(init) if init else None,
            "documents": documents, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
-    _start(run, out, quiet)
     torch.manual_seed(tcfg.seed)
     pretrained = model if init is not None else None
     model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))  # the run's dropout implementation
     if pretrained is not None:
         model.load_state_dict(pretrained.state_dict())
-    res = train(model, lambda rng: examples, tcfg, sidecar(out, ".metrics.jsonl"), desc=f"finetune {variant}")
-    info = {**run, "result": _summary(res)}
-    checkpoint.save(out, model, vocab, info)
+    return _fit(out, model, vocab, lambda rng: examples, tcfg, run, f"finetune {variant}", resume, quiet)
+
+
+def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str | None, quiet: bool) -> dict:
+    """Train under the lock on `out` (from the saved state if resuming), then write the checkpoint and
+    mark the state finished. Inputs are all read and checked before this, so a bad file changes nothing."""
+    state_path = sidecar(out, STATE)
+    with state.lock(out):
+        state.clean_temp_files(state_path)
+        saved = _saved_state(state_path, resume)
+        if saved is not None and saved["finished"] and out.is_file():
+            now = state.fingerprint(model.cfg.to_dict(), tcfg.to_dict(), draw(random.Random(tcfg.seed)))
+            state.check_same_run(saved["run"], now, saved["path"])
+            return {**checkpoint.read_info(out), "finished_before": True}
+        if saved is not None:
+            print(f"resuming from {saved['path']} at step {saved['step']}", flush=True)
+        _start(run, out, quiet)
+        res = train(model, draw, tcfg, sidecar(out, ".metrics.jsonl"), desc, state_path=state_path, resume=saved)
+        info = {**run, "result": _summary(res)}
+        checkpoint.save(out, model, vocab, info)
+        state.mark_finished(state_path)
     return info
+
+
+def _saved_state(state_path: Path, resume: str | None) -> dict | None:
+    if resume is None:  # a fresh start must not silently throw away an interrupted run
+        try:
+            found = state.load_latest(state_path, warn=False)
+        except UserError:  # nothing but damaged states: nothing to protect
+            found = None
+        if found is not None and not found[0]["finished"]:
+            newest, prev = state.paths(state_path)
+            raise UserError(f"{found[1]}: an unfinished run is saved here (step {found[0]['step']}); add "
+                            f"--resume auto to continue it, or delete {newest.name} and {prev.name} to start over")
+        return None
+    if resume == "auto":
+        found = state.load_latest(state_path)
+        return found[0] if found else None
+    return state.load(resume)
 
 
 def evaluate(ckpt: Path, input_path: Path, out: Path | None, device: str = "auto", need_answers: bool = True):

@@ -8,15 +8,22 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from spangpt import errors, state
 from spangpt.data import batches
+from spangpt.errors import UserError
+from spangpt.fileio import atomic_write
 from spangpt.model import GPT
+
+EXIT_BUDGET = 75  # --max-minutes used up (sysexits' EX_TEMPFAIL: "try again later"; SIGINT/SIGTERM give 130/143)
 
 
 @dataclass
@@ -47,7 +54,9 @@ class TrainConfig:
     # measured faster. None = choose by device.
     fast_dropout: bool | None = None
     compile: bool = False
-    log_interval: int = 20  # steps between loss syncs / metrics lines
+    log_interval: int = 20  # steps between loss syncs / metrics lines (and loss health checks)
+    save_every: int = 0  # steps between resumable-state saves; 0 = only at the end and when stopped early
+    max_minutes: float = 0.0  # stop (state saved, exit 75) after this much training time; 0 = no limit
     workers: int | None = None  # batch-preparation processes (0 or 1); None = 1 on CUDA, 0 on CPU
     peak_tflops: float = 0.0  # the device's peak at this precision; > 0 adds MFU to the metrics
     progress: bool = True
@@ -198,10 +207,18 @@ class TrainResult:
     history: list = field(default_factory=list)
 
 
-def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: str = "train") -> TrainResult:
-    """Train `model` in place. draw_examples(rng) -> list of (x, y) id lists for one epoch."""
+def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: str = "train",
+          state_path=None, resume: dict | None = None) -> TrainResult:
+    """Train `model` in place. draw_examples(rng) -> list of (x, y) id lists for one epoch.
+
+    state_path: where to keep the resumable state (spangpt.state): saved every cfg.save_every steps, at
+    the end, and when SIGINT/SIGTERM or cfg.max_minutes stops the run early (then errors.Stopped is
+    raised). resume: a state from state.load, to continue exactly where it was saved: on the CPU in fp32
+    the weights and losses then equal an uninterrupted run's, bit for bit.
+    """
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
+    epoch0_rng = rng.getstate()  # the data RNG at the start of epoch 0 (what a state records per epoch)
     device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 tensor-core matmuls
@@ -216,6 +233,9 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     tokens_per_example = block - 1
     # training_flops is linear in (Σn, Σn²): take its two coefficients once, not a parameter count per step
     flops_per_len, flops_per_sq = model.training_flops(1, 0), model.training_flops(0, 1)
+    # A mean loss above twice that of a uniform guess (ln V, about where training starts) means the model
+    # is confidently wrong: training diverged, and more steps would only save damaged weights.
+    loss_limit = 2 * math.log(model.cfg.vocab_size)
 
     first = draw_examples(rng)  # sizes the progress bar and the "cosine" schedule
     steps_per_epoch = math.ceil(len(first) / cfg.batch_size)
@@ -223,18 +243,73 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     total_tokens = cfg.epochs * len(first) * tokens_per_example
+    run = state.fingerprint(model.cfg.to_dict(), cfg.to_dict(), first)
 
-    metrics = open(metrics_path, "w") if metrics_path else None
     res = TrainResult()
-    bar = tqdm(total=total_steps, desc=desc, disable=not cfg.progress, dynamic_ncols=True)
     loss_sum = torch.zeros((), device=device)  # summed on device; synced only every log_interval steps
-    n_in_sum, window_real, window_flops, t0 = 0, 0, 0.0, time.perf_counter()
+    n_in_sum, window_real, window_flops = 0, 0, 0.0
+    start_epoch, skip, seconds_before, last_saved = 0, 0, 0.0, None  # last_saved: (step, file)
+    if resume is not None:  # everything the next step depends on, as it was after step resume["step"]
+        state.check_same_run(resume["run"], run, resume.get("path", state_path))
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        res.steps, res.tokens, res.real_tokens = resume["step"], resume["tokens"], resume["real_tokens"]
+        res.final_loss, seconds_before = resume["final_loss"], resume["seconds"]
+        last_saved = (resume["step"], resume.get("path", state_path))
+        start_epoch, skip = resume["epoch"], resume["batch"]
+        if start_epoch > 0:  # replay that epoch's draw and shuffle; epoch 0's is `first`, drawn above
+            rng.setstate(resume["rng"])
+        torch.set_rng_state(resume["torch_rng"])  # dropout
+        if device.type == "cuda" and resume.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(resume["cuda_rng"])
+        w = resume["window"]
+        loss_sum.copy_(w["loss_sum"])
+        n_in_sum, window_real, window_flops = w["steps"], w["real"], w["flops"]
+        if metrics_path:
+            keep_metrics_until(metrics_path, res.steps)
+
+    metrics = open(metrics_path, "a" if resume else "w") if metrics_path else None
+    bar = tqdm(total=total_steps, initial=res.steps, desc=desc, disable=not cfg.progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
     t_log = t0
-    def epochs():
-        for epoch in range(cfg.epochs):
+
+    def epochs():  # -> (epoch, batch index, data RNG state at the epoch's start, batch)
+        for epoch in range(start_epoch, cfg.epochs):
+            epoch_rng = epoch0_rng if epoch == 0 else rng.getstate()
             examples = first if epoch == 0 else draw_examples(rng)
-            for batch in batches(examples, cfg.batch_size, block, cfg.pack, rng):
-                yield epoch, batch
+            b0 = skip if epoch == start_epoch else 0
+            for i, batch in enumerate(batches(examples, cfg.batch_size, block, cfg.pack, rng, skip=b0), b0):
+                yield epoch, i, epoch_rng, batch
+
+    def check_health() -> float:
+        """The window's mean loss; raises if it, or any weight, is not finite, or the loss exploded (syncs)."""
+        loss = loss_sum.item() / n_in_sum if n_in_sum else 0.0
+        if n_in_sum and (not math.isfinite(loss) or loss > loss_limit):
+            bad = f"mean loss {loss:.4g} over steps {res.steps - n_in_sum + 1}-{res.steps} (limit {loss_limit:.2f})"
+        elif not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+            bad = f"non-finite weights after step {res.steps}"
+        else:
+            return loss
+        kept = f"the last good state (step {last_saved[0]}) is kept in {last_saved[1]}" if last_saved \
+            else "no state was saved"
+        raise UserError(f"training diverged: {bad}; {kept}; try a lower --lr")
+
+    def save_state(epoch: int, next_batch: int, epoch_rng) -> None:
+        nonlocal last_saved
+        check_health()  # a state is only ever written from a healthy run
+        version, internal, gauss = epoch_rng  # a DataLoader worker hands tuples over as lists
+        state.save(state_path, {
+            "format": state.FORMAT, "run": run, "finished": False,
+            "step": res.steps, "total_steps": total_steps, "tokens": res.tokens, "real_tokens": res.real_tokens,
+            "final_loss": res.final_loss, "seconds": seconds_before + time.perf_counter() - t0,
+            "epoch": epoch, "batch": next_batch, "rng": (version, tuple(internal), gauss),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            "window": {"loss_sum": loss_sum.detach().cpu().clone(), "steps": n_in_sum, "real": window_real,
+                       "flops": window_flops},
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        })
+        last_saved = (res.steps, state_path)
 
     stream = epochs()
     if workers(cfg, device):  # prepare batches in another process, so a fast GPU never waits on Python
@@ -243,8 +318,9 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                                              # its own generator, so dropout's global RNG stream stays as without it
                                              generator=torch.Generator().manual_seed(cfg.seed))
         stream = iter(loader)
+    stops = state.StopRequests(enabled=state_path is not None)
     try:
-        for epoch, batch in stream:
+        for epoch, i, epoch_rng, batch in (stream if res.steps < total_steps else ()):
             res.tokens += batch.n_examples * tokens_per_example
             real = batch.n_targets
             lr = cfg.lr * lr_multiplier(res.tokens, cfg, total_tokens)
@@ -262,11 +338,11 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             last = res.steps == total_steps
             if res.steps % cfg.log_interval == 0 or last:
                 now = time.perf_counter()
-                res.final_loss = loss_sum.item() / n_in_sum
+                res.final_loss = check_health()
                 rec = {
                     "step": res.steps, "epoch": epoch + 1, "tokens": res.tokens, "real_tokens": res.real_tokens,
                     "loss": round(res.final_loss, 5), "lr": lr,
-                    "real_tok_per_s": round(window_real / (now - t_log), 1), "elapsed_s": round(now - t0, 2),
+                    "real_tok_per_s": round(window_real / (now - t_log), 1), "elapsed_s": round(seconds_before + now - t0, 2),
                     "gflops": round(window_flops / (now - t_log) / 1e9, 2),
                 }
                 rec["rms"] = param_rms(model)
@@ -279,12 +355,41 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                 bar.set_postfix(epoch=epoch + 1, loss=f"{res.final_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rec['real_tok_per_s']:.0f}")
                 loss_sum.zero_()
                 n_in_sum, window_real, window_flops, t_log = 0, 0, 0.0, now
+            # Stop early only between steps, after saving; the last step just finishes the run.
+            stop = None
+            if stops.signals and not last:
+                sig = stops.signals[0]
+                stop = errors.Stopped(f"interrupted by {signal.Signals(sig).name}", res.steps, state_path, 128 + sig)
+            elif cfg.max_minutes and not last and time.perf_counter() - t0 >= 60 * cfg.max_minutes:
+                stop = errors.Stopped(f"--max-minutes {cfg.max_minutes:g} used up", res.steps, state_path,
+                                      EXIT_BUDGET)
+            if state_path and (last or stop or (cfg.save_every and res.steps % cfg.save_every == 0)):
+                save_state(epoch, i + 1, epoch_rng)
+            if stop:
+                raise stop
             if last:
                 break
     finally:
+        stops.restore()
         bar.close()
         if metrics:
             metrics.close()
-    res.seconds = time.perf_counter() - t0
+    res.seconds = seconds_before + time.perf_counter() - t0
     model.eval()
     return res
+
+
+def keep_metrics_until(path, step: int) -> None:
+    """Drop metrics lines after `step` (written after the state being resumed was saved, or cut short by
+    a kill), so the resumed run appends each later step exactly once."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line + "\n")
+        except (ValueError, KeyError, TypeError):  # a line half-written when the process was killed
+            continue
+    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(keep), encoding="utf-8"))

@@ -20,6 +20,8 @@ class Vocab:
     stoi: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        if not all(isinstance(c, str) and len(c) == 1 for c in self.chars):
+            raise UserError("vocabulary entries must be single characters")
         if self.chars[:2] != (PAD, MASK) or len(set(self.chars)) != len(self.chars):
             raise UserError("vocabulary must start with PAD, MASK and hold each character once")
         object.__setattr__(self, "stoi", {c: i for i, c in enumerate(self.chars)})

@@ -1,0 +1,219 @@
+"""Resumable training: the state file beside a checkpoint, the lock on a run's --out, and stop requests.
+
+runs/x/vanilla.pretrain.safetensors is the finished model; while it trains, beside it:
+  vanilla.pretrain.state.pt       weights, optimizer, step, data position and RNG states (the newest)
+  vanilla.pretrain.state.prev.pt  the one before, kept in case the newest is damaged
+  vanilla.pretrain.safetensors.lock  held (flock) while a process trains this --out
+
+A state file is a header line, the SHA-256 of the payload, and the payload: torch.save of plain dicts,
+lists, numbers, strings and tensors. It is written to a temp file, fsync'ed, then renamed over the old one
+(the old one moving to .prev first), so a crash at any moment leaves at least one complete state.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from spangpt.errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are then not protected against a second process
+    fcntl = None
+
+FORMAT = "spangpt-state-v1"
+MAGIC = FORMAT.encode() + b"\n"
+# TrainConfig fields that say how to run, not what is trained: a run may resume with other values
+RUN_ONLY = ("device", "workers", "progress", "compile", "log_interval", "peak_tflops", "save_every", "max_minutes")
+
+
+def paths(state: Path) -> tuple[Path, Path]:
+    """-> (the newest state, the one before it)."""
+    return state, state.with_name(state.name.removesuffix(".pt") + ".prev.pt")
+
+
+# ----------------------------------------------------------------------------- the file
+
+
+def save(path, payload: dict) -> None:
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
+    blob = MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the state
+        _commit(Path(tmp), path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write the training state ({e.strerror or e})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Newest -> .prev, then tmp -> newest. Killed between the two renames, only .prev is left: load_latest
+    falls back to it."""
+    _, prev = paths(path)
+    if path.exists():
+        os.replace(path, prev)
+    os.replace(tmp, path)
+    try:  # make the renames durable too (a power cut, not just a killed process)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # some filesystems cannot fsync a directory; the renames are still atomic
+        pass
+
+
+def load(path) -> dict:
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: training state not found") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    head, digest, data = blob[: len(MAGIC)], blob[len(MAGIC) : len(MAGIC) + 64], blob[len(MAGIC) + 65 :]
+    if head != MAGIC:
+        raise UserError(f"{path}: not a spangpt training state")
+    if hashlib.sha256(data).hexdigest().encode() != digest:
+        raise UserError(f"{path}: damaged training state (checksum mismatch: truncated or modified)")
+    try:
+        # weights_only=True: the unpickler rebuilds only tensors and plain containers, never arbitrary
+        # classes or functions, so even a state file from someone else cannot run code here. (The
+        # checksum above catches damage, not malice: anyone can recompute it.)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # a payload that passed the checksum but is not ours
+        raise UserError(f"{path}: unreadable training state ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path}: not a spangpt training state")
+    state["path"] = str(path)  # where it was read from, for messages (not saved)
+    return state
+
+
+def load_latest(state: Path, warn: bool = True) -> tuple[dict, Path] | None:
+    """The newest state that loads, falling back to .prev (with a warning) when the newest is damaged.
+    None when there is none; a UserError naming the files when every one is damaged."""
+    errors = []
+    for p in paths(state):
+        if not p.exists():
+            continue
+        try:
+            st = load(p)
+        except UserError as e:
+            errors.append(str(e))
+            continue
+        if errors and warn:
+            print(f"spangpt: warning: {errors[0]}; resuming from {p.name} instead", file=sys.stderr)
+        return st, p
+    if errors:
+        raise UserError("; ".join(errors))
+    return None
+
+
+def mark_finished(state: Path) -> None:
+    """After the checkpoint is written: a later --resume auto then knows there is nothing left to do."""
+    if state.exists():
+        st = load(state)
+        del st["path"]
+        st["finished"] = True
+        save(state, st)
+
+
+def clean_temp_files(state: Path) -> None:
+    """Temp files of saves that were killed half-way (only ever stale: the caller holds the lock)."""
+    for p in paths(state):
+        for tmp in p.parent.glob(f".{p.name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- is it the same run?
+
+
+def fingerprint(model_cfg: dict, train_cfg: dict, examples) -> dict:
+    """What a resumed run must share with the saved one: the model, the training settings (but not how
+    they are run: RUN_ONLY) and the data (a hash of the first epoch's examples)."""
+    data = hashlib.sha256(repr(examples).encode()).hexdigest()[:16]
+    train = {k: v for k, v in train_cfg.items() if k not in RUN_ONLY}
+    return json.loads(json.dumps({"model": model_cfg, "train": train, "data": data}))  # tuples -> lists
+
+
+def check_same_run(saved: dict, now: dict, path) -> None:
+    diffs = [f"{part}.{k}: {saved[part].get(k)!r} then, {now[part].get(k)!r} now"
+             for part in ("model", "train") for k in sorted(set(saved[part]) | set(now[part]))
+             if saved[part].get(k) != now[part].get(k)]
+    if saved["data"] != now["data"]:
+        diffs.append("the training data differs")
+    if diffs:
+        raise UserError(f"{path}: saved by a run with other settings ({'; '.join(diffs[:3])}); "
+                        "resume with the same options, or use another --out")
+
+
+# ----------------------------------------------------------------------------- one process per --out
+
+
+@contextmanager
+def lock(out: Path):
+    """Hold <out>.lock for the block. flock is released by the kernel when the process dies, even on
+    SIGKILL, so a stale lock file never blocks a rerun. The file is left in place: deleting it would let
+    two processes lock two different files of the same name."""
+    path = out.with_name(out.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                pid = f.read().strip()
+                raise UserError(f"{path}: another spangpt process{f' (pid {pid})' if pid.isdigit() else ''} "
+                                "is training this --out; wait for it or use another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+
+
+# ----------------------------------------------------------------------------- stop requests
+
+
+class StopRequests:
+    """From creation until restore(), SIGINT and SIGTERM append their number to .signals instead of
+    stopping the process, so the training loop can finish its step and save. A second signal stops at
+    once (KeyboardInterrupt; the last saved state stays). restore() puts the previous handlers back.
+    Off the main thread (where Python cannot set handlers) nothing is installed."""
+
+    def __init__(self, enabled: bool = True):
+        self.signals: list[int] = []
+        self._old = {}
+        if enabled and threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handler(self, signum, frame):
+        if self.signals:
+            raise KeyboardInterrupt
+        self.signals.append(signum)
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        self._old = {}

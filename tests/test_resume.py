@@ -1,0 +1,382 @@
+"""Resumable training: stop anywhere (SIGKILL, a signal, a time budget, a kill in the middle of a save) and
+`--resume auto` ends with exactly the weights and metrics of a run that was never interrupted (CPU, fp32).
+
+The kill tests run the real CLI in a subprocess; the rest call train() or cli.main() in-process (fast).
+"""
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spangpt import state
+from spangpt.cli import main
+from spangpt.errors import Stopped, UserError
+from spangpt.model import GPT, ModelConfig
+from spangpt.train import TrainConfig, train
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every run: same float sums
+N = 40  # steps; 120 documents in batches of 16 = 8 steps per epoch, so resumes land in later epochs too
+TINY = ["--recipe", "demo", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "32",
+        "--dropout", "0.1", "--batch-size", "16", "--epochs", "100", "--max-steps", str(N), "--device", "cpu",
+        "--precision", "fp32", "--log-interval", "1"]
+TIMING = {"real_tok_per_s", "elapsed_s", "gflops", "mfu"}
+
+
+def pretrain_args(data, out, *extra):
+    return ["pretrain", "--variant", "vanilla", "--data", str(data), "--out", str(out), *TINY, *extra]
+
+
+def spawn(args, code=None):
+    """The CLI in a subprocess: `python -m spangpt ARGS`, or `python -c CODE ARGS` to patch something first."""
+    cmd = [sys.executable, "-m", "spangpt", *args] if code is None else [sys.executable, "-c", code, *args]
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def messages(err: str) -> list[str]:
+    """stderr without tqdm's progress bar (redrawn after a \\r, its last state starts with the stage name)."""
+    lines = (line.split("\r")[-1] for line in err.split("\n"))
+    return [line for line in lines if line and not line.startswith(("pretrain ", "finetune "))]
+
+
+def metrics(path):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in path.read_text().splitlines()]
+
+
+def wait_for(cond, proc, what, timeout=120):
+    t = time.monotonic()
+    while not cond():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
+        assert time.monotonic() - t < timeout, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def logged_steps(path) -> int:
+    try:
+        return path.read_text().count("\n")
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, synth_dir):
+    """The uninterrupted run every interrupted one must equal."""
+    out = tmp_path_factory.mktemp("ref") / "p.safetensors"
+    code, _, err = finish(spawn(pretrain_args(synth_dir, out)))
+    assert code == 0, err
+    recs = metrics(out.with_name("p.metrics.jsonl"))
+    assert [r["step"] for r in recs] == list(range(1, N + 1))
+    return load_file(str(out)), recs
+
+
+def assert_same_as_reference(out, reference):
+    weights, recs = reference
+    got = load_file(str(out))
+    assert set(got) == set(weights)
+    assert all(torch.equal(got[k], weights[k]) for k in weights), "weights differ from the uninterrupted run"
+    assert metrics(out.with_name("p.metrics.jsonl")) == recs  # steps 1..N once each, same losses
+
+
+def test_sigkill_at_a_random_step_then_resume_auto_is_bitwise_identical(tmp_path, synth_dir, reference):
+    k = random.randrange(3, N // 2)
+    out = tmp_path / "p.safetensors"
+    proc = spawn(pretrain_args(synth_dir, out, "--save-every", "1"))
+    wait_for(lambda: logged_steps(tmp_path / "p.metrics.jsonl") >= k, proc, f"step {k}")
+    proc.kill()  # SIGKILL: no handler runs, no cleanup
+    proc.wait()
+    assert not out.exists(), "the run finished before it was killed"
+    killed_at = state.load(tmp_path / "p.state.pt")["step"]
+    assert killed_at < N
+
+    code, stdout, err = finish(spawn(pretrain_args(synth_dir, out, "--save-every", "1", "--resume", "auto")))
+    assert code == 0, err
+    assert f"at step {killed_at}" in stdout, (k, stdout)
+    assert_same_as_reference(out, reference)
+
+
+# Pause the k-th state save after its temp file is complete, before or between the renames, so the test can
+# SIGKILL the process exactly there. (This wraps a private function; nothing in spangpt exists for tests.)
+PAUSE_IN_SAVE = """
+import os, sys, time
+from pathlib import Path
+import spangpt.state as st
+where, k, marker = sys.argv.pop(1), int(sys.argv.pop(1)), Path(sys.argv.pop(1))
+calls, commit = [0], st._commit
+def paused(tmp, path):
+    calls[0] += 1
+    if calls[0] == k:
+        if where == "between":
+            os.replace(path, st.paths(path)[1])
+        marker.with_suffix(".part").write_text(str(tmp))
+        os.replace(marker.with_suffix(".part"), marker)  # appears complete, for the test to kill us now
+        time.sleep(600)
+    commit(tmp, path)
+st._commit = paused
+from spangpt.cli import main
+raise SystemExit(main())
+"""
+
+
+@pytest.mark.parametrize("where", ["before", "between"])
+def test_sigkill_during_a_state_save_keeps_a_good_state(tmp_path, synth_dir, reference, where):
+    """Killed with the new state half-committed: before any rename, or after newest -> .prev but before
+    the temp file becomes the newest. Either way a complete state remains and --resume auto finishes."""
+    k, out, marker = random.randrange(3, N // 2), tmp_path / "p.safetensors", tmp_path / "paused"
+    proc = spawn([where, str(k), str(marker), *pretrain_args(synth_dir, out, "--save-every", "1")], PAUSE_IN_SAVE)
+    wait_for(marker.exists, proc, f"save {k}")
+    proc.kill()
+    proc.wait()
+    newest, prev = state.paths(tmp_path / "p.state.pt")
+    assert os.path.exists(marker.read_text())  # the new state's temp file, complete but never committed
+    if where == "before":
+        assert state.load(newest)["step"] == k - 1 and state.load(prev)["step"] == k - 2
+    else:
+        assert not newest.exists() and state.load(prev)["step"] == k - 1
+
+    code, stdout, err = finish(spawn(pretrain_args(synth_dir, out, "--save-every", "1", "--resume", "auto")))
+    assert code == 0, err
+    assert f"at step {k - 1}" in stdout
+    assert_same_as_reference(out, reference)
+    assert not list(tmp_path.glob(".*.tmp")), "the stale temp file was not cleaned up"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_sigterm_save_state_print_one_line_and_exit_128_plus_signal(tmp_path, synth_dir, reference, sig):
+    out = tmp_path / "p.safetensors"
+    proc = spawn(pretrain_args(synth_dir, out))  # no --save-every: the signal alone saves the state
+    wait_for(lambda: logged_steps(tmp_path / "p.metrics.jsonl") >= 3, proc, "step 3")
+    proc.send_signal(sig)
+    code, _, err = finish(proc)
+    assert code == 128 + sig
+    step = state.load(tmp_path / "p.state.pt")["step"]
+    name = signal.Signals(sig).name
+    assert messages(err) == [f"spangpt: interrupted by {name} at step {step}; state saved to {tmp_path / 'p.state.pt'}; "
+                     "continue with the same command plus --resume auto"]
+    assert 3 <= step < N and not out.exists()
+    if sig == signal.SIGTERM:  # and it resumes to the same result (SIGINT differs only in the exit code)
+        code, _, err = finish(spawn(pretrain_args(synth_dir, out, "--resume", "auto")))
+        assert code == 0, err
+        assert_same_as_reference(out, reference)
+
+
+# ----------------------------------------------------------------------------- in-process: train() and main()
+
+SMALL = dict(vocab_size=30, block_size=32, n_layer=1, n_head=2, n_embd=16, dropout=0.1)
+
+
+def _count_task(rng):
+    """Learnable toy data drawn from rng every epoch: count upward from a random start."""
+    out = []
+    for _ in range(40):
+        start = rng.randrange(2, 14)
+        x = list(range(start, start + rng.randint(4, 16)))
+        out.append((x, x[1:] + [0]))
+    return out
+
+
+def _train(tmp_path, resume=None, hook=None, steps=17, **kw):
+    tmp_path.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**SMALL))
+    if hook:
+        model.head.register_forward_hook(hook)
+    cfg = TrainConfig(**{**dict(epochs=100, batch_size=16, lr=1e-2, schedule="cosine", warmup_tokens=0,
+                                max_steps=steps, seed=0, device="cpu", precision="fp32", log_interval=4,
+                                progress=False), **kw})
+    res = train(model, _count_task, cfg, tmp_path / "m.jsonl", state_path=tmp_path / "s.pt", resume=resume)
+    return model, res
+
+
+def at_call(k, action):
+    """A forward hook on the head that runs action(logits) on the k-th forward (= the k-th step)."""
+    calls = [0]
+
+    def hook(module, inputs, logits):
+        calls[0] += 1
+        return action(logits) if calls[0] == k else None
+    return hook
+
+
+def _kill_self(sig):
+    return lambda logits: os.kill(os.getpid(), sig)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_signal_then_resume_in_process_equals_uninterrupted(tmp_path, workers):
+    """The data order survives a resume in a later epoch, with batches made in-process or in a worker."""
+    ref, ref_res = _train(tmp_path / "ref", workers=workers)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Stopped) as stop:
+        _train(tmp_path / "cut", hook=at_call(7, _kill_self(signal.SIGINT)), workers=workers)  # epoch 3 of 3-step epochs
+    assert stop.value.step == 7 and stop.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
+    model, res = _train(tmp_path / "cut", resume=state.load(tmp_path / "cut" / "s.pt"), workers=workers)
+    ref_sd = ref.state_dict()
+    assert all(torch.equal(t, ref_sd[n]) for n, t in model.state_dict().items())
+    assert metrics(tmp_path / "cut" / "m.jsonl") == metrics(tmp_path / "ref" / "m.jsonl")
+    assert (res.steps, res.tokens, res.real_tokens, res.final_loss) == \
+        (ref_res.steps, ref_res.tokens, ref_res.real_tokens, ref_res.final_loss)
+
+
+def test_nan_loss_stops_naming_the_steps_and_keeps_the_last_good_state(tmp_path):
+    nan = at_call(7, lambda logits: logits * float("nan"))  # step 7's loss (and so its update) goes NaN
+    with pytest.raises(UserError, match=r"training diverged: mean loss nan over steps "
+                                        r"5-8 .*the last good state \(step 6\) is kept in"):
+        _train(tmp_path, hook=nan, save_every=3)
+    kept = state.load(tmp_path / "s.pt")
+    assert kept["step"] == 6 and all(torch.isfinite(t).all() for t in kept["model"].values())
+    assert [r["step"] for r in metrics(tmp_path / "m.jsonl")] == [4]  # no line for the NaN window
+
+
+def test_no_state_is_ever_saved_from_a_diverged_run(tmp_path):
+    """A NaN right before a save is caught by the check every save makes, not only at log steps."""
+    with pytest.raises(UserError, match=r"training diverged: mean loss nan over steps 1-4 \(limit 6.80\); "
+                                        r"the last good state \(step 2\)"):
+        _train(tmp_path, hook=at_call(3, lambda logits: logits * float("nan")), save_every=2, log_interval=100)
+    assert state.load(tmp_path / "s.pt")["step"] == 2
+
+
+def test_exploding_loss_stops_past_twice_the_uniform_loss(tmp_path):
+    # logits x 1e4 make the model confidently wrong: a finite loss far above 2 ln(30) = 6.80
+    with pytest.raises(UserError, match=r"mean loss \d+(\.\d+)?(e\+\d+)? over steps 1-4 \(limit 6.80\); no state was saved"):
+        _train(tmp_path, hook=at_call(2, lambda logits: logits * 1e4))
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_state_file_is_plain_tensors_and_numbers_and_loads_weights_only(tmp_path):
+    _train(tmp_path, steps=5)
+    st = state.load(tmp_path / "s.pt")
+    assert st["step"] == 5 and st["finished"] is False and st["total_steps"] == 5
+    blob = (tmp_path / "s.pt").read_bytes()
+    assert blob.startswith(b"spangpt-state-v1\n")
+    payload = blob[len(b"spangpt-state-v1\n") + 65:]
+    torch.load(io.BytesIO(payload), weights_only=True)  # raises if anything but plain data were pickled
+
+
+# ----------------------------------------------------------------------------- the CLI in-process
+
+FAST = ["--recipe", "demo", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "32",
+        "--batch-size", "16", "--max-steps", "6", "--device", "cpu", "--log-interval", "2"]
+
+
+def _pretrain(synth_dir, out, *extra):
+    return main(["pretrain", "--variant", "rope", "--data", str(synth_dir), "--out", str(out), *FAST, *extra])
+
+
+def _one_line(err: str) -> str:
+    lines = messages(err)
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_max_minutes_stops_with_exit_75_then_resume_finishes(tmp_path, synth_dir, capsys):
+    out = tmp_path / "p.safetensors"
+    assert _pretrain(synth_dir, out, "--max-minutes", "0.000001") == 75  # stops after the first step
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("spangpt: --max-minutes 1e-06 used up at step 1; state saved to ") and "--resume auto" in line
+    assert not out.exists()
+    assert _pretrain(synth_dir, out, "--resume", "auto") == 0
+    assert [r["step"] for r in metrics(tmp_path / "p.metrics.jsonl")] == [2, 4, 6]
+
+
+def test_finished_run_is_not_redone_and_a_fresh_start_may_replace_it(tmp_path, synth_dir, capsys):
+    out = tmp_path / "p.safetensors"
+    assert _pretrain(synth_dir, out) == 0
+    before = out.read_bytes(), out.stat().st_mtime_ns
+    capsys.readouterr()
+    assert _pretrain(synth_dir, out, "--resume", "auto") == 0
+    assert f"{out}: finished before (6 steps" in capsys.readouterr().out
+    assert (out.read_bytes(), out.stat().st_mtime_ns) == before
+    assert _pretrain(synth_dir, out) == 0  # no --resume: trains again over the finished run, as before
+    assert out.stat().st_mtime_ns != before[1]
+
+
+def test_fresh_start_over_an_unfinished_run_is_refused(tmp_path, synth_dir, capsys):
+    out = tmp_path / "p.safetensors"
+    assert _pretrain(synth_dir, out, "--max-minutes", "0.000001") == 75
+    saved = (tmp_path / "p.state.pt").read_bytes()
+    capsys.readouterr()
+    assert _pretrain(synth_dir, out) == 2
+    assert "an unfinished run is saved here (step 1); add --resume auto" in _one_line(capsys.readouterr().err)
+    assert (tmp_path / "p.state.pt").read_bytes() == saved
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, synth_dir, capsys):
+    out = tmp_path / "p.safetensors"
+    assert _pretrain(synth_dir, out, "--max-minutes", "0.000001") == 75
+    capsys.readouterr()
+    assert _pretrain(synth_dir, out, "--resume", "auto", "--lr", "0.1") == 2
+    err = _one_line(capsys.readouterr().err)
+    assert "p.state.pt: saved by a run with other settings (train.lr: 0.003 then, 0.1 now)" in err
+    # how a run is run may change: the device, the log interval, save/budget options
+    assert _pretrain(synth_dir, out, "--resume", "auto", "--log-interval", "3", "--save-every", "2") == 0
+
+
+def test_second_run_on_the_same_out_is_refused_by_the_lock(tmp_path, synth_dir, capsys):
+    out = tmp_path / "p.safetensors"
+    with state.lock(out):  # another open file description: flock treats it as another process would
+        assert _pretrain(synth_dir, out) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"{out}.lock: another spangpt process (pid {os.getpid()}) is training this --out" in err
+    assert not out.exists()
+    assert _pretrain(synth_dir, out) == 0  # released
+
+
+def _damage(path, how, rng):
+    blob = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(blob[: rng.randrange(0, len(blob))])
+    else:  # one flipped bit anywhere
+        i = rng.randrange(len(blob))
+        path.write_bytes(blob[:i] + bytes([blob[i] ^ (1 << rng.randrange(8))]) + blob[i + 1:])
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_damaged_state_is_a_clear_error_and_auto_falls_back_to_prev(tmp_path, synth_dir, capsys, how):
+    out = tmp_path / "p.safetensors"
+    rng = random.Random()
+    assert _pretrain(synth_dir, out, "--save-every", "2", "--max-minutes", "0.000001") == 75  # state at step 1
+    assert _pretrain(synth_dir, out, "--save-every", "2", "--max-minutes", "0.000001", "--resume", "auto") == 75
+    newest, prev = state.paths(tmp_path / "p.state.pt")
+    assert (state.load(newest)["step"], state.load(prev)["step"]) == (2, 1)
+    _damage(newest, how, rng)
+    capsys.readouterr()
+
+    assert _pretrain(synth_dir, out, "--resume", str(newest)) == 2
+    err = _one_line(capsys.readouterr().err)
+    assert err.startswith(f"spangpt: error: {newest}: ") and ("damaged" in err or "not a spangpt" in err)
+
+    assert _pretrain(synth_dir, out, "--resume", "auto") == 0
+    captured = capsys.readouterr()
+    assert f"resuming from {prev} at step 1" in captured.out
+    assert f"spangpt: warning: {newest}: " in captured.err and "resuming from p.state.prev.pt instead" in captured.err
+
+
+def test_every_state_damaged_is_one_line_naming_both(tmp_path, synth_dir, capsys):
+    out = tmp_path / "p.safetensors"
+    assert _pretrain(synth_dir, out, "--save-every", "1", "--max-minutes", "0.000001") == 75
+    assert _pretrain(synth_dir, out, "--save-every", "1", "--max-minutes", "0.000001", "--resume", "auto") == 75
+    newest, prev = state.paths(tmp_path / "p.state.pt")
+    newest.write_bytes(newest.read_bytes()[:100])
+    prev.write_bytes(b"")
+    capsys.readouterr()
+    assert _pretrain(synth_dir, out, "--resume", "auto") == 2
+    err = _one_line(capsys.readouterr().err)
+    assert f"{newest}: damaged training state" in err and f"{prev}: not a spangpt training state" in err
+
+
+def test_negative_save_every_or_budget_is_an_error(tmp_path, synth_dir, capsys):
+    assert _pretrain(synth_dir, tmp_path / "p.safetensors", "--save-every", "-1") == 2
+    assert "save_every and max_minutes must be >= 0" in _one_line(capsys.readouterr().err)
