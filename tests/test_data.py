@@ -40,6 +40,76 @@ def test_span_corruption_statistics():
     assert abs(statistics.mean(ratios) - 0.25) < 0.02  # masked span is 1/4 of the truncation on average
 
 
+def _original_span_corruption(doc, block_size, rng):
+    """The CS224N dataset's __getitem__, written plainly: the reference the default options must equal."""
+    truncated = doc[: rng.randint(4, int(block_size * 3 / 4))]
+    n = len(truncated)
+    masked_len = rng.randint(1, max(1, n // 2 - 1)) if n > 1 else n
+    start = rng.randint(0, n - masked_len)
+    masked = truncated[start : start + masked_len]
+    return truncated[:start] + MASK + truncated[start + masked_len :] + MASK + masked + MASK
+
+
+def test_default_options_draw_exactly_the_original_examples():
+    docs = load_corpus_lines = ["Ann Lee. Ann Lee was born in New York City, USA, and studied at Oxford ." * 3, "Bo. x", "ab"]
+    a, b = random.Random(7), random.Random(7)
+    for i in range(3000):
+        d = load_corpus_lines[i % len(docs)]
+        assert span_corruption(d, BLOCK, a, window=False, salient=0.0) == _original_span_corruption(d, BLOCK, b)
+    assert a.random() == b.random()  # and the generator is left in the same state
+
+
+LONG = ("Ann Lee. Ann Lee was born in New York City, USA, studied law at Oxford and medicine at Harvard, "
+        "taught in Vienna and Prague for twenty years, and retired to a farm near Lisbon in Portugal .")
+
+
+def test_window_keeps_the_name_first_and_reaches_past_96_characters():
+    rng, seen = random.Random(0), set()
+    for _ in range(3000):
+        prefix, suffix, masked, _ = span_corruption(LONG, BLOCK, rng, window=True).split(MASK)
+        shown = prefix + masked + suffix
+        assert len(shown) <= 96
+        if len(shown) <= len("Ann Lee. "):  # drawn shorter than the name: plain truncation, as the original
+            assert LONG.startswith(shown)
+            continue
+        assert shown.startswith("Ann Lee. ")
+        rest = shown[len("Ann Lee. "):]
+        # a contiguous piece of the line that starts at a word
+        starts = [i for i in range(len("Ann Lee. "), len(LONG)) if LONG.startswith(rest, i) and LONG[i - 1] == " "]
+        assert starts
+        seen.update(range(starts[0], starts[0] + len(rest)))
+    assert seen == set(range(len("Ann Lee. "), len(LONG)))  # every character of the line gets shown
+    assert len(LONG) > 96
+
+
+def _looks_salient(shown_with_gap: str, masked: str) -> bool:
+    """A masked span that is whole capitalised words: capital first, a word boundary before it."""
+    before = shown_with_gap.split(MASK)[0]
+    return masked[:1].isupper() and (before == "" or before[-1] in " (") and \
+        all(w[:1].isupper() for w in masked.split(" "))
+
+
+def test_salient_masking_masks_capitalised_runs_after_the_name():
+    def draws(p, n=3000):
+        rng = random.Random(0)
+        for _ in range(n):
+            s = span_corruption(LONG, BLOCK, rng, salient=p)
+            prefix, suffix, masked, _ = s.split(MASK)
+            shown = prefix + masked + suffix
+            has_run = any(w[:1].isupper() for w in shown[len("Ann Lee. "):].split(" "))
+            yield has_run, _looks_salient(s, masked), masked
+
+    always = list(draws(1.0))
+    assert all(salient for has_run, salient, _ in always if has_run)
+    assert {"Ann Lee", "New York City", "USA", "Oxford", "Harvard"} <= {m for _, _, m in always}
+    assert not any(m == "Ann Lee. Ann Lee" for _, _, m in always)  # the name head itself is never the span
+    with_runs = [salient for has_run, salient, _ in draws(0.5) if has_run]
+    share = sum(with_runs) / len(with_runs)
+    never = [salient for has_run, salient, _ in draws(0.0) if has_run]
+    chance = sum(never) / len(never)  # random spans that happen to be whole capitalised words
+    assert chance < 0.1 and abs(share - (0.5 + 0.5 * chance)) < 0.04
+
+
 def test_pretrain_example_is_the_original_shifted_padded_string():
     v = Vocab.from_text("Ada Lovelace. Ada was born in London .")
     x, y = pretrain_example("Ada Lovelace. Ada was born in London .", v, BLOCK, random.Random(3))

@@ -42,3 +42,29 @@ def test_plain_pretraining_sees_only_the_corpus(monkeypatch, tmp_path, synth_dir
     assert len(seen["examples"]) == n_docs
     assert all(vocab_count == 3 for vocab_count in (x.count(1) for x, _ in seen["examples"]))  # prefix⁇suffix⁇masked⁇
     assert seen["cfg"].epochs == 650 and seen["cfg"].final_tokens == 200 * n_docs * 128
+
+
+def test_recipe_window_and_salient_mask_reach_the_examples(monkeypatch, tmp_path, synth_dir):
+    import pytest
+
+    from spangpt.errors import UserError
+
+    seen = _capture_draw(monkeypatch)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[pretrain]\nschedule = 'constant'\nwindow = true\nsalient_mask = 1.0\n")
+    info = stages.pretrain(synth_dir, tmp_path / "p.safetensors", "vanilla", str(recipe), quiet=True)
+    assert info["window"] is True and info["salient_mask"] == 1.0
+    from spangpt.checkpoint import load
+
+    _, vocab, _ = load(tmp_path / "p.safetensors")
+
+    def capitalised_spans():
+        return sum(vocab.decode(x + y[-1:]).split(MASK)[2][:1].isupper() for x, y in seen["examples"])
+
+    salient, n = capitalised_spans(), len(seen["examples"])
+    recipe.write_text("[pretrain]\nschedule = 'constant'\n")
+    stages.pretrain(synth_dir, tmp_path / "p.safetensors", "vanilla", str(recipe), quiet=True)
+    assert salient > capitalised_spans() + 0.4 * n  # names and places, far more often than random spans
+    recipe.write_text("[pretrain]\nschedule = 'constant'\nsalient_mask = 2\n")
+    with pytest.raises(UserError, match="salient_mask"):
+        stages.pretrain(synth_dir, tmp_path / "q.safetensors", "vanilla", str(recipe), quiet=True)

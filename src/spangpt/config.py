@@ -20,7 +20,7 @@ from spangpt.train import DECAY_ON, TrainConfig
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
 # recipe keys that are not TrainConfig fields: they are resolved into TrainConfig values below
-EXTRA_KEYS = {"decay_epochs", "epochs_from_scratch", "mix_qa"}
+EXTRA_KEYS = {"decay_epochs", "epochs_from_scratch", "mix_qa", "window", "salient_mask"}
 
 
 def builtin_recipes() -> list[str]:
@@ -63,7 +63,8 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     kw = dict(recipe.get(stage, {}))
     decay_epochs = kw.pop("decay_epochs", 0)
     from_scratch_epochs = kw.pop("epochs_from_scratch", None)
-    kw.pop("mix_qa", None)  # a data option, read by stages.pretrain
+    for data_option in ("mix_qa", "window", "salient_mask"):  # read by stages.pretrain
+        kw.pop(data_option, None)
     if stage == "finetune" and from_scratch and from_scratch_epochs is not None:
         kw["epochs"] = from_scratch_epochs
     if decay_epochs:

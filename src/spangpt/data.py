@@ -10,6 +10,7 @@ spending ~60% of the compute on PAD positions.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,20 +77,69 @@ def load_questions(path, need_answers: bool = True) -> list[tuple[str, str | Non
 # ----------------------------------------------------------------------------- examples
 
 
-def span_corruption(doc: str, block_size: int, rng: random.Random) -> str:
+def span_corruption(doc: str, block_size: int, rng: random.Random, window: bool = False,
+                    salient: float = 0.0) -> str:
     """The original pretraining objective, as a string: prefix⁇suffix⁇masked⁇ (unpadded).
 
     1. truncate to a random length in [4, int(block_size*3/4)] (shorter documents stay whole);
     2. cut into prefix + masked + suffix, the masked span 1/4 of the truncated length on average;
     3. rearrange so the model must generate the masked span after seeing both sides of it.
+
+    Two options (off in `paper`; with both off the draws are the original's, call for call):
+    - window: the original never shows a line past its first 96 characters. With window, a line longer
+      than the drawn length keeps its name ("NAME. ") first and continues from a random word of the rest.
+    - salient: with this probability, the masked span is a run of capitalised words after the name (a
+      place, a person, an institution) instead of a random span: salient-span masking (REALM, Guu et al.
+      2020), so more examples ask for exactly the kind of fact a question asks for.
     """
-    doc = doc[: rng.randint(4, int(block_size * 3 / 4))]
+    length = rng.randint(4, int(block_size * 3 / 4))
+    head = _name_head(doc) if window or salient else 0
+    if window and len(doc) > length and 0 < head < length:
+        body = length - head
+        starts = [head] + [i + 1 for i in range(head, len(doc) - body) if doc[i] == " "]
+        s = rng.choice(starts)
+        doc = doc[:head] + doc[s : s + body]
+    else:
+        doc = doc[:length]
     n = len(doc)
-    # uniform on [1, max(1, n//2 - 1)]: mean ~n/4, never empty (an empty span would teach nothing)
-    masked_len = rng.randint(1, max(1, n // 2 - 1)) if n > 1 else n
-    start = rng.randint(0, n - masked_len)
+    spans = _capitalised_runs(doc, head) if salient and rng.random() < salient else []
+    if spans:
+        start, end = rng.choice(spans)
+        masked_len = end - start
+    else:
+        # uniform on [1, max(1, n//2 - 1)]: mean ~n/4, never empty (an empty span would teach nothing)
+        masked_len = rng.randint(1, max(1, n // 2 - 1)) if n > 1 else n
+        start = rng.randint(0, n - masked_len)
     prefix, masked, suffix = doc[:start], doc[start : start + masked_len], doc[start + masked_len :]
     return prefix + MASK + suffix + MASK + masked + MASK
+
+
+def _name_head(doc: str) -> int:
+    """Length of the leading "NAME. " of a wiki line (0 if it has none)."""
+    i = doc.find(". ")
+    return i + 2 if i > 0 else 0
+
+
+def _capitalised_runs(doc: str, after: int) -> list[tuple[int, int]]:
+    """(start, end) of each run of capitalised words in doc[after:], punctuation at a word's end excluded
+    and ending the run: "born in New York City, USA ." -> "New York City", "USA"."""
+    runs: list[list[int]] = []
+    open_run = False
+    for m in re.finditer(r"\S+", doc[after:]):
+        word = m.group()
+        core = word.rstrip(",.;:)!?'\"")
+        start = after + m.start() + (1 if core[:1] in "(\"'" else 0)
+        core = core.lstrip("(\"'")
+        if core[:1].isupper():
+            end = start + len(core)
+            if open_run:
+                runs[-1][1] = end
+            else:
+                runs.append([start, end])
+            open_run = len(core) == len(word)  # punctuation after the word ends the run
+        else:
+            open_run = False
+    return [(a, b) for a, b in runs]
 
 
 def shift(ids: list[int], y: list[int], block_size: int):
@@ -101,8 +151,9 @@ def shift(ids: list[int], y: list[int], block_size: int):
     return ids[: block_size - 1], (y + [PAD_ID])[: block_size - 1]
 
 
-def pretrain_example(doc: str, vocab: Vocab, block_size: int, rng: random.Random):
-    ids = vocab.encode(span_corruption(doc, block_size, rng))
+def pretrain_example(doc: str, vocab: Vocab, block_size: int, rng: random.Random, window: bool = False,
+                     salient: float = 0.0):
+    ids = vocab.encode(span_corruption(doc, block_size, rng, window, salient))
     return shift(ids, ids[1:], block_size)
 
 

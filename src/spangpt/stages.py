@@ -42,7 +42,8 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     mix_qa (default: the recipe's [pretrain] mix_qa, false in `paper`): also train, every epoch, on the
     fine-tuning pairs of DATA/birth_places_train.tsv (never dev or test). Allen-Zhu & Li (2023) found that
     seeing some people's facts as QA while the biographies are memorised makes the facts of *other*
-    people extractable; on our small synthetic corpora it is what makes extraction work at all.
+    people extractable.
+    The recipe's [pretrain] may also set `window = true` and `salient_mask = P` (data.span_corruption).
 
     resume: None (start over; refused while an unfinished run's state is saved for `out`), "auto"
     (continue from the saved state if there is one; a finished run is returned as it is), or a state file.
@@ -52,10 +53,16 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     rec = load_recipe(recipe)
     if mix_qa is None:
         mix_qa = bool(rec.get("pretrain", {}).get("mix_qa", False))
+    window = rec.get("pretrain", {}).get("window", False)
+    salient = rec.get("pretrain", {}).get("salient_mask", 0.0)
+    if not isinstance(window, bool) or isinstance(salient, bool) or not isinstance(salient, (int, float)) \
+            or not 0.0 <= salient <= 1.0:
+        raise UserError(f"recipe '{rec['name']}' [pretrain]: window must be true/false and salient_mask a number in [0, 1]")
     mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
     tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size)
     run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
-           "mix_qa": mix_qa, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
+           "mix_qa": mix_qa, "window": window, "salient_mask": salient, "model": mcfg.to_dict(),
+           "train": tcfg.to_dict()}
     torch.manual_seed(tcfg.seed)  # the initial weights are part of what --seed fixes
     model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
     block = mcfg.block_size
@@ -63,7 +70,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     qa = finetune_examples(load_questions(data / TRAIN_QA), vocab, block, str(data / TRAIN_QA)) if mix_qa else []
 
     def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
-        return [pretrain_example(d, vocab, block, rng) for d in docs] + qa
+        return [pretrain_example(d, vocab, block, rng, window, salient) for d in docs] + qa
 
     return _fit(out, model, vocab, draw, tcfg, run, f"pretrain {variant}", resume, quiet)
 
