@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from spangpt.errors import UserError, where
+from spangpt.fileio import read_bytes
 from spangpt.vocab import MASK, PAD_ID, Vocab
 
 # ----------------------------------------------------------------------------- files
@@ -24,12 +25,7 @@ from spangpt.vocab import MASK, PAD_ID, Vocab
 
 def read_text(path) -> str:
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    raw = read_bytes(path)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from spangpt.errors import UserError
+
 
 def atomic_write(path, write) -> Path:
     """Call write(tmp_path) on a temp file beside path, then move it over path in one step.
@@ -23,3 +25,14 @@ def atomic_write(path, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_bytes(path, what: str = "file") -> bytes:
+    """The file's bytes, or a one-line UserError naming it ("<path>: <what> not found", "cannot read")."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None

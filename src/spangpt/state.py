@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from spangpt.errors import UserError
+from spangpt.fileio import read_bytes
 
 try:
     import fcntl
@@ -85,12 +86,7 @@ def _commit(tmp: Path, path: Path) -> None:
 
 def load(path) -> dict:
     path = Path(path)
-    try:
-        blob = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: training state not found") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    blob = read_bytes(path, "training state")
     head, digest, data = blob[: len(MAGIC)], blob[len(MAGIC) : len(MAGIC) + 64], blob[len(MAGIC) + 65 :]
     if head != MAGIC:
         raise UserError(f"{path}: not a spangpt training state")
