@@ -176,10 +176,11 @@ def test_killing_one_rank_ends_the_job(synth_dir, tmp_path):
 
 def test_stop_with_two_ranks_then_resume_with_one(synth_dir, tmp_path):
     """--max-minutes reaches the ranks at different moments: both stop at the same log step, rank 0 saves,
-    and the state resumes in a single process (the data order is global) to the uninterrupted curve."""
+    and the state resumes in a single process (the data order is global) to the uninterrupted curve.
+    With --workers 1: each rank's batch process makes that rank's shards."""
     out = tmp_path / "two" / "v.safetensors"
     p = _torchrun(["pretrain", "--variant", "vanilla", "--data", str(synth_dir), "--out", str(out), *TINY, *RUN,
-                   "--log-interval", "2", "--max-minutes", "0.0001"])
+                   "--log-interval", "2", "--max-minutes", "0.0001", "--workers", "1"])
     log, _ = p.communicate(timeout=300)
     assert p.returncode != 0 and log.count("--max-minutes 0.0001 used up at step 2;") == 2, log[-3000:]
     model, train = {"n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.0}, \
