@@ -72,7 +72,7 @@ def cmd_pretrain(args) -> None:
     info = stages.pretrain(args.data, args.out, args.variant, args.recipe,
                            _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), resume=args.resume)
     r = info["result"]
-    if not _finished_before(args, info):
+    if _is_main() and not _finished_before(args, info):
         print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s, "
               f"{r['real_tok_per_s']:.0f} real tok/s")
 
@@ -83,8 +83,14 @@ def cmd_finetune(args) -> None:
     info = stages.finetune(args.data, args.out, args.variant, args.init, args.recipe,
                            _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), resume=args.resume)
     r = info["result"]
-    if not _finished_before(args, info):
+    if _is_main() and not _finished_before(args, info):
         print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s")
+
+
+def _is_main() -> bool:  # under torchrun, only rank 0 reports
+    from spangpt import distributed
+
+    return distributed.is_main()
 
 
 def _finished_before(args, info: dict) -> bool:
@@ -219,6 +225,8 @@ def main(argv=None) -> int:
 
         return bench.main(argv[1:])
     args = build_parser().parse_args(argv)
+    from spangpt import distributed
+
     try:
         rc = args.fn(args)
     except UserError as e:
@@ -230,4 +238,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("spangpt: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.cleanup()  # under torchrun: leave the process group
     return rc or 0

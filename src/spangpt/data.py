@@ -277,7 +277,13 @@ def batches(examples, batch_size: int, block_size: int, pack: bool, rng: random.
     The last, smaller batch is kept, as the original DataLoader does (drop_last=False). skip: start at
     that batch (a resumed epoch); the shuffle still draws from rng, so later epochs are unchanged.
     """
+    for chosen in batch_examples(examples, batch_size, rng, skip):
+        yield make_batch(chosen, block_size, pack)
+
+
+def batch_examples(examples, batch_size: int, rng: random.Random, skip: int = 0):
+    """The examples of each batch, before layout (what batches() lays out; sharded under torchrun)."""
     order = list(range(len(examples)))
     rng.shuffle(order)
     for s in range(skip * batch_size, len(order), batch_size):
-        yield make_batch([examples[i] for i in order[s : s + batch_size]], block_size, pack)
+        yield [examples[i] for i in order[s : s + batch_size]]

@@ -259,11 +259,12 @@ class GPT(nn.Module):
         n -= self.pos_emb.weight.numel() if self.pos_emb is not None else 0
         return 6.0 * n * inputs + 12.0 * self.cfg.n_layer * self.cfg.n_embd * sq
 
-    def forward(self, idx, targets=None, pos=None, doc=None, mask=None, cache=None):
+    def forward(self, idx, targets=None, pos=None, doc=None, mask=None, cache=None, reduction="mean"):
         """idx (B, T) -> logits (B, T, V), and the mean loss over non-PAD targets when targets are given.
 
         pos: (B, T) positions (default 0..T-1, or continuing after the cache); doc: (B, T) example ids
         for packed rows; mask: explicit (B, 1, T, S) bool mask, True = may attend (used by the decoder).
+        reduction: "sum" returns the summed token loss instead (data-parallel training weighs shards by it).
         """
         B, T = idx.shape
         if pos is None:
@@ -292,5 +293,6 @@ class GPT(nn.Module):
         logits = self.head(self.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=PAD_ID)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=PAD_ID,
+                                   reduction=reduction)
         return logits, loss

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-from spangpt import checkpoint, state
+from contextlib import nullcontext
+
+from spangpt import checkpoint, distributed, state
 from spangpt.config import load_recipe, model_config, train_config
 from spangpt.data import finetune_examples, load_corpus, load_questions, load_wiki, pretrain_example
 from spangpt.errors import UserError
@@ -108,23 +110,46 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
 
 def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str | None, quiet: bool) -> dict:
     """Train under the lock on `out` (from the saved state if resuming), then write the checkpoint and
-    mark the state finished. Inputs are all read and checked before this, so a bad file changes nothing."""
+    mark the state finished. Inputs are all read and checked before this, so a bad file changes nothing.
+
+    Under torchrun every rank comes here; rank 0 alone holds the lock, reads the saved state (and sends
+    it to the others: no shared filesystem needed) and writes the files."""
     state_path = sidecar(out, STATE)
-    with state.lock(out):
-        state.clean_temp_files(state_path)
-        saved = _saved_state(state_path, resume)
-        if saved is not None and saved["finished"] and out.is_file():
-            now = state.fingerprint(model.cfg.to_dict(), tcfg.to_dict(), draw(random.Random(tcfg.seed)))
-            state.check_same_run(saved["run"], now, saved["path"])
-            return {**checkpoint.read_info(out), "finished_before": True}
-        if saved is not None:
-            print(f"resuming from {saved['path']} at step {saved['step']}", flush=True)
-        _start(run, out, quiet)
+    run["world_size"] = distributed.setup(pick_device(tcfg.device))
+    main = distributed.is_main()
+    with state.lock(out) if main else nullcontext():
+        try:
+            outcome = _resume_point(out, state_path, model, draw, tcfg, resume) if main else None
+        except UserError as e:  # every rank reports it and exits 2, rather than the others hanging
+            outcome = e
+        outcome = distributed.broadcast(outcome)
+        if isinstance(outcome, UserError):
+            raise outcome
+        saved = outcome
+        if saved is not None and saved.get("finished_before"):
+            return saved
+        if main:
+            if saved is not None:
+                print(f"resuming from {saved['path']} at step {saved['step']}", flush=True)
+            _start(run, out, quiet)
         res = train(model, draw, tcfg, sidecar(out, ".metrics.jsonl"), desc, state_path=state_path, resume=saved)
         info = {**run, "result": _summary(res)}
-        checkpoint.save(out, model, vocab, info)
-        state.mark_finished(state_path)
+        if main:
+            checkpoint.save(out, model, vocab, info)
+            state.mark_finished(state_path)
+        distributed.barrier()  # the job ends when the checkpoint is written
     return info
+
+
+def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | None) -> dict | None:
+    """The state to continue from (None: start over), or the info of a run that already finished."""
+    state.clean_temp_files(state_path)
+    saved = _saved_state(state_path, resume)
+    if saved is not None and saved["finished"] and out.is_file():
+        now = state.fingerprint(model.cfg.to_dict(), tcfg.to_dict(), draw(random.Random(tcfg.seed)))
+        state.check_same_run(saved["run"], now, saved["path"])
+        return {**checkpoint.read_info(out), "finished_before": True}
+    return saved
 
 
 def _saved_state(state_path: Path, resume: str | None) -> dict | None:

@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from spangpt import errors, state
-from spangpt.data import batches
+from spangpt import distributed, errors, state
+from spangpt.data import batch_examples, batches, make_batch
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.model import GPT
+from spangpt.vocab import PAD_ID
 
 EXIT_BUDGET = 75  # --max-minutes used up (sysexits' EX_TEMPFAIL: "try again later"; SIGINT/SIGTERM give 130/143)
 
@@ -119,13 +120,18 @@ def pick_attention(name: str, device: torch.device) -> str:
     return name if name != "auto" else ("sdpa" if device.type == "cuda" else "math")
 
 
-def train_step(model: GPT, optimizer, batch, ctx, grad_clip: float, forward=None) -> torch.Tensor:
+def train_step(model: GPT, optimizer, batch, ctx, grad_clip: float, forward=None, scale=None) -> torch.Tensor:
     """One whole optimizer step on a batch already on the device; returns the loss, not synced.
-    forward: what to call for the loss (a torch.compile'd model), default the model itself."""
+    forward: what to call for the loss (a torch.compile'd and/or DDP model), default the model itself.
+    scale: None = minimise the mean token loss; a number = minimise scale * the summed token loss
+    (a data-parallel shard; the summed loss is returned)."""
     with ctx:
-        _, loss = (forward or model)(batch.x, batch.y, pos=batch.pos, doc=batch.doc)
+        if scale is None:
+            _, loss = (forward or model)(batch.x, batch.y, pos=batch.pos, doc=batch.doc)
+        else:
+            _, loss = (forward or model)(batch.x, batch.y, pos=batch.pos, doc=batch.doc, reduction="sum")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if scale is None else loss * scale).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss
@@ -216,10 +222,13 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     raised). resume: a state from state.load, to continue exactly where it was saved: on the CPU in fp32
     the weights and losses then equal an uninterrupted run's, bit for bit.
     """
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
+    # Under torchrun (spangpt.distributed) every rank runs this same loop on its shard of each batch.
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0  # only rank 0 writes: metrics, state, progress bar
+    torch.manual_seed(cfg.seed + rank)  # dropout: each rank its own masks (weights were initialised before)
+    rng = random.Random(cfg.seed)  # the data: the same draws and shuffles on every rank
     epoch0_rng = rng.getstate()  # the data RNG at the start of epoch 0 (what a state records per epoch)
-    device = pick_device(cfg.device)
+    device = distributed.device_for(pick_device(cfg.device))
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 tensor-core matmuls
         torch.backends.cudnn.allow_tf32 = True
@@ -262,28 +271,47 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
         torch.set_rng_state(resume["torch_rng"])  # dropout
         if device.type == "cuda" and resume.get("cuda_rng"):
             torch.cuda.set_rng_state_all(resume["cuda_rng"])
+        if not main:  # the state holds rank 0's dropout RNG: the others continue on fresh streams of their own
+            torch.manual_seed(cfg.seed + rank + 1_000_003 * res.steps)
         w = resume["window"]
-        loss_sum.copy_(w["loss_sum"])
+        if main:  # the window's loss sum is saved summed over ranks: add it in once
+            loss_sum.copy_(w["loss_sum"])
         n_in_sum, window_real, window_flops = w["steps"], w["real"], w["flops"]
-        if metrics_path:
+        if metrics_path and main:
             keep_metrics_until(metrics_path, res.steps)
 
-    metrics = open(metrics_path, "a" if resume else "w") if metrics_path else None
-    bar = tqdm(total=total_steps, initial=res.steps, desc=desc, disable=not cfg.progress, dynamic_ncols=True)
+    step_fn = distributed.wrap(step_fn, device)  # after loading: DDP starts from identical weights
+    metrics = open(metrics_path, "a" if resume else "w") if metrics_path and main else None
+    bar = tqdm(total=total_steps, initial=res.steps, desc=desc, disable=not (cfg.progress and main), dynamic_ncols=True)
     t0 = time.perf_counter()
     t_log = t0
 
-    def epochs():  # -> (epoch, batch index, data RNG state at the epoch's start, batch)
+    def epochs():  # -> (epoch, batch index, data RNG state at the epoch's start, batch, shard)
         for epoch in range(start_epoch, cfg.epochs):
             epoch_rng = epoch0_rng if epoch == 0 else rng.getstate()
             examples = first if epoch == 0 else draw_examples(rng)
             b0 = skip if epoch == start_epoch else 0
-            for i, batch in enumerate(batches(examples, cfg.batch_size, block, cfg.pack, rng, skip=b0), b0):
-                yield epoch, i, epoch_rng, batch
+            if world == 1:
+                for i, batch in enumerate(batches(examples, cfg.batch_size, block, cfg.pack, rng, skip=b0), b0):
+                    yield epoch, i, epoch_rng, batch, None
+                continue
+            for i, chosen in enumerate(batch_examples(examples, cfg.batch_size, rng, skip=b0), b0):
+                mine, weight = distributed.shard(chosen, rank, world)
+                # the global batch's numbers (every rank knows them: no communication): they drive the
+                # schedule, the counters and the loss normalisation exactly as in one process
+                lengths = [len(x) for x, _ in chosen]
+                whole = (len(chosen), sum(len(y) - y.count(PAD_ID) for _, y in chosen), sum(lengths),
+                         sum(n * n for n in lengths), weight)
+                yield epoch, i, epoch_rng, make_batch(mine, block, cfg.pack), whole
+
+    def window_loss_sum() -> torch.Tensor:
+        """The window's summed loss over all ranks (each rank holds its shards' part of it)."""
+        return distributed.all_reduce(loss_sum.detach().clone()) if world > 1 else loss_sum
 
     def check_health() -> float:
-        """The window's mean loss; raises if it, or any weight, is not finite, or the loss exploded (syncs)."""
-        loss = loss_sum.item() / n_in_sum if n_in_sum else 0.0
+        """The window's mean loss; raises if it, or any weight, is not finite, or the loss exploded (syncs).
+        Under torchrun every rank calls it at the same step and gets the same answer."""
+        loss = window_loss_sum().item() / n_in_sum if n_in_sum else 0.0
         if n_in_sum and (not math.isfinite(loss) or loss > loss_limit):
             bad = f"mean loss {loss:.4g} over steps {res.steps - n_in_sum + 1}-{res.steps} (limit {loss_limit:.2f})"
         elif not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
@@ -297,6 +325,10 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     def save_state(epoch: int, next_batch: int, epoch_rng) -> None:
         nonlocal last_saved
         check_health()  # a state is only ever written from a healthy run
+        window_loss = window_loss_sum().detach().cpu().clone()  # a collective: every rank takes part
+        if not main:  # rank 0 writes the state
+            last_saved = (res.steps, state_path)
+            return
         version, internal, gauss = epoch_rng  # a DataLoader worker hands tuples over as lists
         state.save(state_path, {
             "format": state.FORMAT, "run": run, "finished": False,
@@ -305,7 +337,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             "epoch": epoch, "batch": next_batch, "rng": (version, tuple(internal), gauss),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-            "window": {"loss_sum": loss_sum.detach().cpu().clone(), "steps": n_in_sum, "real": window_real,
+            "window": {"loss_sum": window_loss, "steps": n_in_sum, "real": window_real,
                        "flops": window_flops},
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         })
@@ -320,19 +352,26 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
         stream = iter(loader)
     stops = state.StopRequests(enabled=state_path is not None)
     try:
-        for epoch, i, epoch_rng, batch in (stream if res.steps < total_steps else ()):
-            res.tokens += batch.n_examples * tokens_per_example
-            real = batch.n_targets
+        for epoch, i, epoch_rng, batch, whole in (stream if res.steps < total_steps else ()):
+            n_examples, real, sum_len, sum_len_sq, weight = whole or (
+                batch.n_examples, batch.n_targets, batch.sum_len, batch.sum_len_sq, 1.0)
+            res.tokens += n_examples * tokens_per_example
             lr = cfg.lr * lr_multiplier(res.tokens, cfg, total_tokens)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            loss = train_step(model, optimizer, batch.to(device), ctx, cfg.grad_clip, forward=step_fn)
+            if world == 1:
+                loss = train_step(model, optimizer, batch.to(device), ctx, cfg.grad_clip, forward=step_fn)
+                loss_sum += loss.detach()
+            else:
+                # the summed loss, scaled so DDP's averaged gradient is the one-process one (loss_scale)
+                loss = train_step(model, optimizer, batch.to(device), ctx, cfg.grad_clip, forward=step_fn,
+                                  scale=distributed.loss_scale(weight, world, real))
+                loss_sum += loss.detach() * (weight / max(1, real))  # summed over ranks: the batch's mean
 
             res.steps += 1
             res.real_tokens += real
             window_real += real
-            window_flops += flops_per_len * batch.sum_len + flops_per_sq * batch.sum_len_sq
-            loss_sum += loss.detach()
+            window_flops += flops_per_len * sum_len + flops_per_sq * sum_len_sq
             n_in_sum += 1
             bar.update(1)
             last = res.steps == total_steps
@@ -363,6 +402,16 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             elif cfg.max_minutes and not last and time.perf_counter() - t0 >= 60 * cfg.max_minutes:
                 stop = errors.Stopped(f"--max-minutes {cfg.max_minutes:g} used up", res.steps, state_path,
                                       EXIT_BUDGET)
+            if world > 1 and not last:  # a signal or the clock may reach one rank only: all stop at the
+                # same step, the next log step (agreeing is a sync, and log steps sync anyway)
+                code = distributed.max_over_ranks(stop.exit_code if stop else 0, device) \
+                    if res.steps % cfg.log_interval == 0 else 0
+                if not code:
+                    stop = None
+                elif stop is None:
+                    why = "--max-minutes used up" if code == EXIT_BUDGET else \
+                        f"interrupted by {signal.Signals(code - 128).name}"
+                    stop = errors.Stopped(f"{why} (on another rank)", res.steps, state_path, code)
             if state_path and (last or stop or (cfg.save_every and res.steps % cfg.save_every == 0)):
                 save_state(epoch, i + 1, epoch_rng)
             if stop:
