@@ -137,36 +137,31 @@ def test_fuzzed_question_files(ckpt, synth_dir, capsys, data):
         run(capsys, ["baseline", "--input", tsv], tsv, [])
 
 
+def _train_on_fuzzed_file(capsys, data, synth_dir, name: str, stem: str, command: list) -> None:
+    """Write a fuzzed `name` into a fresh data folder beside precious outputs for `stem`, run the training
+    command (its --data/--out filled in), and check it works or fails cleanly, touching nothing."""
+    blob = data.draw(text_file(_lines(synth_dir / name), _vocab_chars(synth_dir)), label="file")
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        (d / name).write_bytes(blob)
+        out = d / f"{stem}.safetensors"
+        keep = [out, d / f"{stem}.config.json", d / f"{stem}.metrics.jsonl"]
+        for p in keep:
+            p.write_bytes(b"precious")
+        run(capsys, [*command, "--data", d, "--out", out, "--max-steps", "1"], d / name, keep)
+
+
 @given(data=st.data())
 @fuzz(40)
 def test_fuzzed_finetuning_file(ckpt, synth_dir, capsys, data):
-    good = _lines(synth_dir / "birth_places_train.tsv")
-    blob = data.draw(text_file(good, _vocab_chars(synth_dir)), label="file")
-    with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        (d / "birth_places_train.tsv").write_bytes(blob)
-        out = d / "ft.safetensors"
-        keep = [out, d / "ft.config.json", d / "ft.metrics.jsonl"]
-        for p in keep:
-            p.write_bytes(b"precious")
-        run(capsys, ["finetune", "--variant", "vanilla", "--data", d, "--init", ckpt, "--out", out, *RUN,
-                     "--max-steps", "1"], d / "birth_places_train.tsv", keep)
+    _train_on_fuzzed_file(capsys, data, synth_dir, "birth_places_train.tsv", "ft",
+                          ["finetune", "--variant", "vanilla", "--init", ckpt, *RUN])
 
 
 @given(data=st.data())
 @fuzz(40)
 def test_fuzzed_pretraining_corpus(synth_dir, capsys, data):
-    good = _lines(synth_dir / "wiki.txt")
-    blob = data.draw(text_file(good, _vocab_chars(synth_dir)), label="file")
-    with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        (d / "wiki.txt").write_bytes(blob)
-        out = d / "p.safetensors"
-        keep = [out, d / "p.config.json", d / "p.metrics.jsonl"]
-        for p in keep:
-            p.write_bytes(b"precious")
-        run(capsys, ["pretrain", "--variant", "rope", "--data", d, "--out", out, *TINY, "--max-steps", "1"],
-            d / "wiki.txt", keep)
+    _train_on_fuzzed_file(capsys, data, synth_dir, "wiki.txt", "p", ["pretrain", "--variant", "rope", *TINY])
 
 
 # ----------------------------------------------------------------------------- checkpoints

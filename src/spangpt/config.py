@@ -49,6 +49,17 @@ def load_recipe(name_or_path: str) -> dict:
     return recipe
 
 
+def data_options(recipe: dict) -> tuple[bool, bool, float]:
+    """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields):
+    -> (mix_qa, window, salient_mask), checked."""
+    table = recipe.get("pretrain", {})
+    mix_qa, window, salient = table.get("mix_qa", False), table.get("window", False), table.get("salient_mask", 0.0)
+    if not isinstance(window, bool) or isinstance(salient, bool) or not isinstance(salient, (int, float)) \
+            or not 0.0 <= salient <= 1.0:
+        raise UserError(f"recipe '{recipe['name']}' [pretrain]: window must be true/false and salient_mask a number in [0, 1]")
+    return bool(mix_qa), window, float(salient)
+
+
 def model_config(recipe: dict, vocab_size: int, variant: str, overrides: dict) -> ModelConfig:
     kw = {**recipe.get("model", {}), **{k: v for k, v in overrides.items() if v is not None}}
     try:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import random
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from contextlib import nullcontext
-
 from spangpt import checkpoint, distributed, state
-from spangpt.config import load_recipe, model_config, train_config
+from spangpt.config import data_options, load_recipe, model_config, train_config
 from spangpt.data import finetune_examples, load_corpus, load_questions, load_wiki, pretrain_example
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
@@ -53,13 +52,8 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     data, out = Path(data), Path(out)
     docs, vocab = load_wiki(data / WIKI)
     rec = load_recipe(recipe)
-    if mix_qa is None:
-        mix_qa = bool(rec.get("pretrain", {}).get("mix_qa", False))
-    window = rec.get("pretrain", {}).get("window", False)
-    salient = rec.get("pretrain", {}).get("salient_mask", 0.0)
-    if not isinstance(window, bool) or isinstance(salient, bool) or not isinstance(salient, (int, float)) \
-            or not 0.0 <= salient <= 1.0:
-        raise UserError(f"recipe '{rec['name']}' [pretrain]: window must be true/false and salient_mask a number in [0, 1]")
+    recipe_mix_qa, window, salient = data_options(rec)
+    mix_qa = recipe_mix_qa if mix_qa is None else mix_qa
     mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
     tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size)
     run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
