@@ -58,6 +58,9 @@ def _grads_worker(rank, world, port, examples, out):
                    forward=distributed.wrap(model, torch.device("cpu")), scale=distributed.loss_scale(weight, world, real))
         if rank == 0:
             torch.save([b - p.detach() for b, p in zip(before, model.parameters())], out)
+        # both ranks done with every collective before either tears gloo down (a rank that destroyed its
+        # group while its peer was still in DDP's all-reduce aborted once: "terminate called ...")
+        distributed.barrier()
     finally:
         distributed.cleanup()
 
