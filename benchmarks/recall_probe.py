@@ -1,0 +1,86 @@
+"""Is a fact stored, and can a question reach it? Greedy recall of each person's birthplace three ways.
+
+    python benchmarks/recall_probe.py CKPT [CKPT ...] --data ../shared/data/cs224n
+
+CKPT: a checkpoint (.safetensors) or a resumable training state (.state.pt, e.g. copies taken during a run
+with --save-every).
+
+For every dev (and train) question whose answer occurs in the person's wiki.txt line, ending within the
+first 96 characters (what the original's pretraining ever shows):
+- own line:       the line itself up to the answer ("Khatchig Mouradian. Khatchig Mouradian is a ... born in ")
+                  -> did pretraining store the fact, as the text it was trained on?
+- after question: "Where was NAME born? " + the same words after the name's head: the same text, no longer
+                  at the start of the sequence -> is the fact keyed on the name, or on where the line starts?
+- question:       "Where was NAME born?⁇", the fine-tuning format (only meaningful after fine-tuning).
+A fact stored but not reached from a question is what fine-tuning cannot extract. Prints counts.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from spangpt import checkpoint, state
+from spangpt.data import load_corpus, load_questions, load_wiki
+from spangpt.evaluate import predict
+from spangpt.generate import greedy_batched
+from spangpt.model import GPT, ModelConfig
+
+LIMIT = 96  # int(block_size * 3 / 4): the original never shows a line past this
+
+
+def cases(data: Path, split: str) -> list[tuple[str, str, str]]:
+    """(name, answer, line up to the answer) for each question answerable from its own line."""
+    lines = {}
+    for line in load_corpus(data / "wiki.txt"):
+        lines.setdefault(line.split(". ")[0], line)
+    out = []
+    for q, a in load_questions(data / split):
+        name = q.removeprefix("Where was ").removesuffix(" born?")
+        line = lines.get(name, "")
+        i = line.find(a)
+        if i >= 0 and i + len(a) <= LIMIT:
+            out.append((name, a, line[:i]))
+    return out
+
+
+def load_model(path: Path, data: Path):
+    """A checkpoint, or the weights in a resumable training state (--save-every: a curve from one run)."""
+    if path.suffix == ".safetensors":
+        model, vocab, _ = checkpoint.load(path)
+        return model, vocab
+    st = state.load(path)
+    model = GPT(ModelConfig(**st["run"]["model"]))
+    model.load_state_dict(st["model"])
+    return model, load_wiki(data / "wiki.txt")[1]  # the vocabulary pretraining built from the same file
+
+
+def recall(ckpt: Path, data: Path, split: str) -> dict[str, tuple[int, int]]:
+    model, vocab = load_model(ckpt, data)
+    found = cases(data, split)
+    prompts = {
+        "own line": [head for _, _, head in found],
+        "after question": [f"Where was {n} born? " + head[len(n) + 2:] for n, _, head in found],
+    }
+    res = {}
+    for kind, texts in prompts.items():
+        outs = greedy_batched(model, [vocab.encode(t) for t in texts], max_new=32)
+        res[kind] = (sum(vocab.decode(o).startswith(a) for o, (_, a, _) in zip(outs, found)), len(found))
+    preds = predict(model, vocab, [f"Where was {n} born?" for n, _, _ in found])
+    res["question"] = (sum(p == a for p, (_, a, _) in zip(preds, found)), len(found))
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("ckpt", type=Path, nargs="+")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--splits", nargs="+", default=["birth_dev.tsv", "birth_places_train.tsv"])
+    args = p.parse_args()
+    for ckpt in args.ckpt:
+        for split in args.splits:
+            res = recall(ckpt, args.data, split)
+            print(f"{ckpt.name} {split}: " + ", ".join(f"{k} {c}/{n}" for k, (c, n) in res.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
