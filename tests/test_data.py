@@ -82,6 +82,39 @@ def test_window_keeps_the_name_first_and_reaches_past_96_characters():
     assert len(LONG) > 96
 
 
+def test_focus_asks_for_a_capitalised_run_next_to_the_name():
+    head = "Ann Lee. "
+    runs = {"New York City", "USA", "Oxford", "Harvard", "Vienna", "Prague", "Lisbon", "Portugal"}
+    rng, masked_seen = random.Random(0), set()
+    for _ in range(2000):
+        prefix, suffix, masked, end = span_corruption(LONG, BLOCK, rng, focus=1.0).split(MASK)
+        assert end == "" and prefix.startswith(head)
+        assert masked in runs  # a whole capitalised run, never the name again
+        before = prefix[len(head):]
+        assert len(before.split()) <= 4  # at most four words between the name and the fact
+        # name + a contiguous piece of the line, starting at a word: the run sits where it is in the line
+        piece = before + masked + suffix
+        at = [i for i in range(len(head), len(LONG)) if LONG.startswith(piece, i) and LONG[i - 1] == " "]
+        assert at and LONG[at[0] + len(before):].startswith(masked)
+        masked_seen.add(masked)
+    assert masked_seen == runs  # every run gets asked for
+
+
+def test_focus_falls_back_to_the_original_draw_without_runs_and_mixes_by_probability():
+    plain = "Ann Lee. ann lee was born in a small town and worked as a nurse ."
+    for seed in range(200):  # no capitalised run after the name: an ordinary random span
+        s = span_corruption(plain, BLOCK, random.Random(seed), focus=1.0)
+        prefix, suffix, masked, _ = s.split(MASK)
+        assert plain.startswith(prefix + masked + suffix)
+    rng = random.Random(1)
+    focused = 0
+    for _ in range(4000):
+        prefix, _, masked, _ = span_corruption(LONG, BLOCK, rng, focus=0.3).split(MASK)
+        focused += masked in {"New York City", "USA", "Oxford", "Harvard", "Vienna", "Prague", "Lisbon",
+                              "Portugal"} and len(prefix[len("Ann Lee. "):].split()) <= 4
+    assert abs(focused / 4000 - 0.3) < 0.05  # plus the rare random span that happens to look focused
+
+
 def _looks_salient(shown_with_gap: str, masked: str) -> bool:
     """A masked span that is whole capitalised words: capital first, a word boundary before it."""
     before = shown_with_gap.split(MASK)[0]

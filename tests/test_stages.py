@@ -65,6 +65,23 @@ def test_recipe_window_and_salient_mask_reach_the_examples(monkeypatch, tmp_path
     recipe.write_text("[pretrain]\nschedule = 'constant'\n")
     stages.pretrain(synth_dir, tmp_path / "p.safetensors", "vanilla", str(recipe), quiet=True)
     assert salient > capitalised_spans() + 0.4 * n  # names and places, far more often than random spans
-    recipe.write_text("[pretrain]\nschedule = 'constant'\nsalient_mask = 2\n")
-    with pytest.raises(UserError, match="salient_mask"):
-        stages.pretrain(synth_dir, tmp_path / "q.safetensors", "vanilla", str(recipe), quiet=True)
+    for bad, key in (("salient_mask = 2", "salient_mask"), ("focus = -0.1", "focus"), ("focus = true", "focus"),
+                     ("window = 1", "window")):
+        recipe.write_text(f"[pretrain]\nschedule = 'constant'\n{bad}\n")
+        with pytest.raises(UserError, match=key):
+            stages.pretrain(synth_dir, tmp_path / "q.safetensors", "vanilla", str(recipe), quiet=True)
+    assert not (tmp_path / "q.safetensors").exists()
+
+
+def test_recipe_focus_reaches_the_examples(monkeypatch, tmp_path, synth_dir):
+    seen = _capture_draw(monkeypatch)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[pretrain]\nschedule = 'constant'\nfocus = 1.0\n")
+    info = stages.pretrain(synth_dir, tmp_path / "p.safetensors", "vanilla", str(recipe), quiet=True)
+    assert info["focus"] == 1.0
+    from spangpt.checkpoint import load
+
+    _, vocab, _ = load(tmp_path / "p.safetensors")
+    texts = [vocab.decode(x + y[-1:]) for x, y in seen["examples"]]
+    # every synthetic line names a place after the name, so every example asks for a capitalised run
+    assert all(t.split(MASK)[2][:1].isupper() for t in texts)

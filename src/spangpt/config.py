@@ -20,7 +20,8 @@ from spangpt.train import DECAY_ON, TrainConfig
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
 # recipe keys that are not TrainConfig fields: they are resolved into TrainConfig values below
-EXTRA_KEYS = {"decay_epochs", "epochs_from_scratch", "mix_qa", "window", "salient_mask"}
+DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus")  # [pretrain] data options, read by stages.pretrain
+EXTRA_KEYS = {"decay_epochs", "epochs_from_scratch", *DATA_KEYS}
 
 
 def builtin_recipes() -> list[str]:
@@ -49,15 +50,19 @@ def load_recipe(name_or_path: str) -> dict:
     return recipe
 
 
-def data_options(recipe: dict) -> tuple[bool, bool, float]:
+def data_options(recipe: dict) -> tuple[bool, bool, float, float]:
     """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields):
-    -> (mix_qa, window, salient_mask), checked."""
+    -> (mix_qa, window, salient_mask, focus), checked."""
     table = recipe.get("pretrain", {})
-    mix_qa, window, salient = table.get("mix_qa", False), table.get("window", False), table.get("salient_mask", 0.0)
-    if not isinstance(window, bool) or isinstance(salient, bool) or not isinstance(salient, (int, float)) \
-            or not 0.0 <= salient <= 1.0:
-        raise UserError(f"recipe '{recipe['name']}' [pretrain]: window must be true/false and salient_mask a number in [0, 1]")
-    return bool(mix_qa), window, float(salient)
+    mix_qa, window = table.get("mix_qa", False), table.get("window", False)
+    probs = {k: table.get(k, 0.0) for k in ("salient_mask", "focus")}
+    for key, flag in (("mix_qa", mix_qa), ("window", window)):
+        if not isinstance(flag, bool):
+            raise UserError(f"recipe '{recipe['name']}' [pretrain]: {key} must be true or false, got {flag!r}")
+    for key, p in probs.items():
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise UserError(f"recipe '{recipe['name']}' [pretrain]: {key} must be a number in [0, 1], got {p!r}")
+    return mix_qa, window, float(probs["salient_mask"]), float(probs["focus"])
 
 
 def model_config(recipe: dict, vocab_size: int, variant: str, overrides: dict) -> ModelConfig:
@@ -74,7 +79,7 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     kw = dict(recipe.get(stage, {}))
     decay_epochs = kw.pop("decay_epochs", 0)
     from_scratch_epochs = kw.pop("epochs_from_scratch", None)
-    for data_option in ("mix_qa", "window", "salient_mask"):  # read by stages.pretrain
+    for data_option in DATA_KEYS:
         kw.pop(data_option, None)
     if stage == "finetune" and from_scratch and from_scratch_epochs is not None:
         kw["epochs"] = from_scratch_epochs

@@ -74,7 +74,7 @@ def load_questions(path, need_answers: bool = True) -> list[tuple[str, str | Non
 
 
 def span_corruption(doc: str, block_size: int, rng: random.Random, window: bool = False,
-                    salient: float = 0.0) -> str:
+                    salient: float = 0.0, focus: float = 0.0) -> str:
     """The original pretraining objective, as a string: prefix⁇suffix⁇masked⁇ (unpadded).
 
     1. truncate to a random length in [4, int(block_size*3/4)] (shorter documents stay whole);
@@ -87,9 +87,16 @@ def span_corruption(doc: str, block_size: int, rng: random.Random, window: bool 
     - salient: with this probability, the masked span is a run of capitalised words after the name (a
       place, a person, an institution) instead of a random span: salient-span masking (REALM, Guu et al.
       2020), so more examples ask for exactly the kind of fact a question asks for.
+    - focus: with this probability, an entity-centred example (see _focused): the name, a few words, and a
+      masked capitalised run. Every such example asks for a fact about the person, in a context short
+      enough that the name has to be the key.
     """
     length = rng.randint(4, int(block_size * 3 / 4))
-    head = _name_head(doc) if window or salient else 0
+    head = _name_head(doc) if window or salient or focus else 0
+    if focus and rng.random() < focus:
+        runs = [(a, b) for a, b in _capitalised_runs(doc, head) if doc[a:b] not in doc[:head]]  # not the name again
+        if runs:
+            return _focused(doc, head, rng.choice(runs), length, rng)
     if window and len(doc) > length and 0 < head < length:
         body = length - head
         starts = [head] + [i + 1 for i in range(head, len(doc) - body) if doc[i] == " "]
@@ -108,6 +115,19 @@ def span_corruption(doc: str, block_size: int, rng: random.Random, window: bool 
         start = rng.randint(0, n - masked_len)
     prefix, masked, suffix = doc[:start], doc[start : start + masked_len], doc[start + masked_len :]
     return prefix + MASK + suffix + MASK + masked + MASK
+
+
+def _focused(doc: str, head: int, run: tuple[int, int], length: int, rng: random.Random) -> str:
+    """NAME. <0-4 words before the run>⁇<what follows, up to the drawn length>⁇<run>⁇
+
+    "Khatchig Mouradian. translator born in ⁇ .⁇Lebanon⁇": the original's format and masking, on a window
+    of the line that starts up to four words before one of its capitalised runs and masks that run."""
+    start, end = run
+    words = [head] + [i + 1 for i in range(head, start) if doc[i] == " "]  # word starts before the run
+    words = [w for w in words if w <= start][-5:]
+    s = rng.choice(words)
+    stop = min(len(doc), max(end, s + length - head))
+    return doc[:head] + doc[s:start] + MASK + doc[end:stop] + MASK + doc[start:end] + MASK
 
 
 def _name_head(doc: str) -> int:
@@ -148,8 +168,8 @@ def shift(ids: list[int], y: list[int], block_size: int):
 
 
 def pretrain_example(doc: str, vocab: Vocab, block_size: int, rng: random.Random, window: bool = False,
-                     salient: float = 0.0):
-    ids = vocab.encode(span_corruption(doc, block_size, rng, window, salient))
+                     salient: float = 0.0, focus: float = 0.0):
+    ids = vocab.encode(span_corruption(doc, block_size, rng, window, salient, focus))
     return shift(ids, ids[1:], block_size)
 
 

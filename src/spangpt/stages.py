@@ -44,7 +44,8 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     fine-tuning pairs of DATA/birth_places_train.tsv (never dev or test). Allen-Zhu & Li (2023) found that
     seeing some people's facts as QA while the biographies are memorised makes the facts of *other*
     people extractable.
-    The recipe's [pretrain] may also set `window = true` and `salient_mask = P` (data.span_corruption).
+    The recipe's [pretrain] may also set `window = true`, `salient_mask = P` and `focus = P`
+    (data.span_corruption).
 
     resume: None (start over; refused while an unfinished run's state is saved for `out`), "auto"
     (continue from the saved state if there is one; a finished run is returned as it is), or a state file.
@@ -52,12 +53,13 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     data, out = Path(data), Path(out)
     docs, vocab = load_wiki(data / WIKI)
     rec = load_recipe(recipe)
-    recipe_mix_qa, window, salient = data_options(rec)
+    recipe_mix_qa, window, salient, focus = data_options(rec)
     mix_qa = recipe_mix_qa if mix_qa is None else mix_qa
     mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
     tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size)
     run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
-           "mix_qa": mix_qa, "window": window, "salient_mask": salient, "model": mcfg.to_dict(),
+           "mix_qa": mix_qa, "window": window, "salient_mask": salient,
+           "focus": focus, "model": mcfg.to_dict(),
            "train": tcfg.to_dict()}
     torch.manual_seed(tcfg.seed)  # the initial weights are part of what --seed fixes
     model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
@@ -66,7 +68,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     qa = finetune_examples(load_questions(data / TRAIN_QA), vocab, block, str(data / TRAIN_QA)) if mix_qa else []
 
     def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
-        return [pretrain_example(d, vocab, block, rng, window, salient) for d in docs] + qa
+        return [pretrain_example(d, vocab, block, rng, window, salient, focus) for d in docs] + qa
 
     return _fit(out, model, vocab, draw, tcfg, run, f"pretrain {variant}", resume, quiet)
 
