@@ -1,0 +1,60 @@
+"""benchmarks/recall_probe.py: which questions it asks, and the prompts it builds (a hand-made corpus)."""
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from spangpt import checkpoint
+from spangpt.data import load_wiki
+from spangpt.model import GPT, ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _probe():
+    spec = importlib.util.spec_from_file_location("recall_probe", ROOT / "benchmarks" / "recall_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _corpus(tmp_path):
+    far = "Cy Dee. Cy Dee " + "was a very long-winded and much travelled person " * 2 + "born in Rome ."
+    (tmp_path / "wiki.txt").write_text("\n".join([
+        "Ann Lee. Ann Lee was born in Paris .",
+        "Bo Kim. Bo Kim is a painter .",  # answer not in the line: skipped
+        far,  # answer past character 96: skipped
+        "Ann Lee. A second line for the same name is ignored, Oslo .",
+        "Zed. Where was I born? Nowhere .",  # the question characters, for the vocabulary
+    ]) + "\n", encoding="utf-8")
+    (tmp_path / "birth_dev.tsv").write_text(
+        "Where was Ann Lee born?\tParis\nWhere was Bo Kim born?\tSeoul\nWhere was Cy Dee born?\tRome\n"
+        "Where was Nobody born?\tLima\n", encoding="utf-8")
+    return far
+
+
+def test_cases_keep_answers_inside_the_first_96_characters_of_the_persons_first_line(tmp_path):
+    far = _corpus(tmp_path)
+    assert far.index("Rome") + len("Rome") > 96
+    assert _probe().cases(tmp_path, "birth_dev.tsv") == [("Ann Lee", "Paris", "Ann Lee. Ann Lee was born in ")]
+
+
+def test_recall_counts_what_greedy_decoding_produces(tmp_path, monkeypatch):
+    _corpus(tmp_path)
+    probe = _probe()
+    _, vocab = load_wiki(tmp_path / "wiki.txt")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=16, block_size=128))
+    ckpt = tmp_path / "m.safetensors"
+    checkpoint.save(ckpt, model, vocab, {})
+    prompts_seen = []
+
+    def fake_greedy(model, prompts, max_new=32, **kw):  # answers "Paris" to the own-line prompt only
+        prompts_seen.extend(vocab.decode(p) for p in prompts)
+        return [vocab.encode("Paris ." if vocab.decode(p).startswith("Ann Lee.") else "Oslo .") for p in prompts]
+
+    monkeypatch.setattr(probe, "greedy_batched", fake_greedy)
+    monkeypatch.setattr(probe, "predict", lambda model, vocab, qs: ["Paris" for _ in qs])
+    res = probe.recall(ckpt, tmp_path, "birth_dev.tsv")
+    assert res == {"own line": (1, 1), "after question": (0, 1), "question": (1, 1)}
+    assert prompts_seen == ["Ann Lee. Ann Lee was born in ", "Where was Ann Lee born? Ann Lee was born in "]
