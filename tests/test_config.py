@@ -37,3 +37,23 @@ def test_bad_recipes_are_clear_errors(tmp_path):
         load_recipe(str(bad))
     with pytest.raises(UserError, match="n_embd must split"):
         model_config(load_recipe("paper"), 100, "vanilla", {"n_head": 7})
+
+
+def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_in_one_option():
+    from pathlib import Path
+
+    from spangpt.config import data_options
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
+    recipes = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("*.toml"))}
+    assert {"fast", "fast-mix", "fast-focus"} <= set(recipes)
+    for r in recipes.values():
+        m = model_config(r, 100, "vanilla", {})
+        assert (m.n_layer, m.n_head, m.n_embd, m.block_size) == (4, 8, 256, 128)
+        train_config(r, "pretrain", {}, documents=2937, block_size=128)  # resolves without an error
+    assert data_options(recipes["fast"]) == (False, False, 0.0, 0.0)
+    assert data_options(recipes["fast-mix"]) == (True, False, 0.0, 0.0)
+    assert data_options(recipes["fast-focus"]) == (False, False, 0.0, 0.5)
+    fast, focus = recipes["fast"], recipes["fast-focus"]
+    assert {k: v for k, v in focus["pretrain"].items() if k != "focus"} == fast["pretrain"]
+    assert focus["finetune"] == fast["finetune"] and focus["model"] == fast["model"]
