@@ -1,0 +1,35 @@
+"""benchmarks/continue_pretraining.py: continues the weights it is given, and writes a checkpoint finetune takes."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from spangpt import checkpoint
+from spangpt.data import load_wiki
+from spangpt.model import GPT, ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_continues_from_the_checkpoint_and_lowers_the_loss(tmp_path, synth_dir, monkeypatch):
+    spec = importlib.util.spec_from_file_location("continue_pretraining", ROOT / "benchmarks" / "continue_pretraining.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _, vocab = load_wiki(synth_dir / "wiki.txt")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=32, block_size=128, dropout=0.0))
+    src, out = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    checkpoint.save(src, model, vocab, {"documents": 1})
+    monkeypatch.setattr(sys, "argv", ["x", str(src), str(out), "--data", str(synth_dir), "--epochs", "3",
+                                      "--lr", "3e-3"])
+    mod.main()
+    before, after = checkpoint.load(src)[0].state_dict(), checkpoint.load(out)[0].state_dict()
+    assert set(before) == set(after) and any(not torch.equal(before[k], after[k]) for k in before)
+    lines = (tmp_path / "b.metrics.jsonl").read_text().splitlines()
+    import json
+
+    losses = [json.loads(line)["loss"] for line in lines]
+    assert len(losses) >= 2 and losses[-1] < losses[0]  # it trained on span corruption of the corpus
+    info = checkpoint.read_info(out)
+    assert info["continued"]["from"] == str(src) and info["continued"]["lr"] == 3e-3
