@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from spangpt import checkpoint
+from spangpt.stages import sidecar
 from spangpt.data import load_wiki, pretrain_example
 from spangpt.train import TrainConfig, train
 
@@ -33,7 +34,7 @@ def main() -> None:
                       warmup_tokens=0, decay_on="non-bias", seed=args.seed,
                       log_interval=-(-len(docs) // args.batch_size))  # one metrics line per epoch
     res = train(model, lambda rng: [pretrain_example(d, vocab, block, rng) for d in docs], cfg,
-                args.out.with_name(args.out.name.removesuffix(".safetensors") + ".metrics.jsonl"), "continue")
+                sidecar(args.out, ".metrics.jsonl"), "continue")
     checkpoint.save(args.out, model, vocab, {**info, "continued": {"from": str(args.ckpt), **cfg.to_dict()}})
     print(f"saved {args.out}: final loss {res.final_loss:.4f}, {res.seconds:.0f} s")
 

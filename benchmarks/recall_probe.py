@@ -21,7 +21,7 @@ from pathlib import Path
 
 from spangpt import checkpoint, state
 from spangpt.data import load_corpus, load_questions, load_wiki
-from spangpt.evaluate import predict
+from spangpt.evaluate import accuracy, predict
 from spangpt.generate import greedy_batched
 from spangpt.model import GPT, ModelConfig
 
@@ -66,7 +66,7 @@ def recall(ckpt: Path, data: Path, split: str) -> dict[str, tuple[int, int]]:
         outs = greedy_batched(model, [vocab.encode(t) for t in texts], max_new=32)
         res[kind] = (sum(vocab.decode(o).startswith(a) for o, (_, a, _) in zip(outs, found)), len(found))
     preds = predict(model, vocab, [f"Where was {n} born?" for n, _, _ in found])
-    res["question"] = (sum(p == a for p, (_, a, _) in zip(preds, found)), len(found))
+    res["question"] = accuracy(preds, [a for _, a, _ in found])
     return res
 
 

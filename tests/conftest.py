@@ -11,6 +11,17 @@ needs_real_data = pytest.mark.skipif(
 )
 
 
+def load_benchmark(name: str):
+    """A script under benchmarks/ (not a package) as a module, for tests of its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """A small synthetic corpus shared by the tests that only read it."""

@@ -1,21 +1,16 @@
 """benchmarks/continue_pretraining.py: continues the weights it is given, and writes a checkpoint finetune takes."""
-import importlib.util
 import sys
-from pathlib import Path
 
 import torch
 
 from spangpt import checkpoint
 from spangpt.data import load_wiki
 from spangpt.model import GPT, ModelConfig
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 def test_continues_from_the_checkpoint_and_lowers_the_loss(tmp_path, synth_dir, monkeypatch):
-    spec = importlib.util.spec_from_file_location("continue_pretraining", ROOT / "benchmarks" / "continue_pretraining.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("continue_pretraining")
     _, vocab = load_wiki(synth_dir / "wiki.txt")
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=32, block_size=128, dropout=0.0))

@@ -1,21 +1,14 @@
 """benchmarks/recall_probe.py: which questions it asks, and the prompts it builds (a hand-made corpus)."""
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from spangpt import checkpoint
 from spangpt.data import load_wiki
 from spangpt.model import GPT, ModelConfig
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_benchmark
 
 
 def _probe():
-    spec = importlib.util.spec_from_file_location("recall_probe", ROOT / "benchmarks" / "recall_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("recall_probe")
 
 
 def _corpus(tmp_path):

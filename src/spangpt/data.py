@@ -123,9 +123,8 @@ def _focused(doc: str, head: int, run: tuple[int, int], length: int, rng: random
     "Khatchig Mouradian. translator born in ⁇ .⁇Lebanon⁇": the original's format and masking, on a window
     of the line that starts up to four words before one of its capitalised runs and masks that run."""
     start, end = run
-    words = [head] + [i + 1 for i in range(head, start) if doc[i] == " "]  # word starts before the run
-    words = [w for w in words if w <= start][-5:]
-    s = rng.choice(words)
+    words = [head] + [i + 1 for i in range(head, start) if doc[i] == " "]  # word starts up to the run's
+    s = rng.choice(words[-5:])
     stop = min(len(doc), max(end, s + length - head))
     return doc[:head] + doc[s:start] + MASK + doc[end:stop] + MASK + doc[start:end] + MASK
 
