@@ -12,6 +12,8 @@ first 96 characters (what the original's pretraining ever shows):
 - after question: "Where was NAME born? " + the same words after the name's head: the same text, no longer
                   at the start of the sequence -> is the fact keyed on the name, or on where the line starts?
 - question:       "Where was NAME born?⁇", the fine-tuning format (only meaningful after fine-tuning).
+- after PREFIX:   with --prefix TEXT, the own line after TEXT ("Ab. Khatchig Mouradian. ... born in "): the same
+                  words shifted off the start of the sequence -> does recall depend on standing at the start?
 A fact stored but not reached from a question is what fine-tuning cannot extract. Prints counts.
 """
 from __future__ import annotations
@@ -54,13 +56,15 @@ def load_model(path: Path, data: Path):
     return model, load_wiki(data / "wiki.txt")[1]  # the vocabulary pretraining built from the same file
 
 
-def recall(ckpt: Path, data: Path, split: str) -> dict[str, tuple[int, int]]:
+def recall(ckpt: Path, data: Path, split: str, prefix: str = "") -> dict[str, tuple[int, int]]:
     model, vocab = load_model(ckpt, data)
     found = cases(data, split)
     prompts = {
         "own line": [head for _, _, head in found],
         "after question": [f"Where was {n} born? " + head[len(n) + 2:] for n, _, head in found],
     }
+    if prefix:
+        prompts[f"after {prefix!r}"] = [prefix + head for _, _, head in found]
     res = {}
     for kind, texts in prompts.items():
         outs = greedy_batched(model, [vocab.encode(t) for t in texts], max_new=32)
@@ -75,10 +79,11 @@ def main() -> None:
     p.add_argument("ckpt", type=Path, nargs="+")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--splits", nargs="+", default=["birth_dev.tsv", "birth_places_train.tsv"])
+    p.add_argument("--prefix", default="", help="also recall each own line after this text (e.g. 'Ab. ')")
     args = p.parse_args()
     for ckpt in args.ckpt:
         for split in args.splits:
-            res = recall(ckpt, args.data, split)
+            res = recall(ckpt, args.data, split, args.prefix)
             print(f"{ckpt.name} {split}: " + ", ".join(f"{k} {c}/{n}" for k, (c, n) in res.items()), flush=True)
 
 

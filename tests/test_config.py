@@ -46,14 +46,32 @@ def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_
 
     folder = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
     recipes = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("*.toml"))}
-    assert {"fast", "fast-mix", "fast-focus"} <= set(recipes)
-    for r in recipes.values():
+    assert {"fast", "fast-mix", "fast-focus", "demo-mix"} <= set(recipes)
+    for name, r in recipes.items():
+        train_config(r, "pretrain", {}, documents=2937, block_size=128)  # resolves without an error
+        if not name.startswith("fast"):
+            continue
         m = model_config(r, 100, "vanilla", {})
         assert (m.n_layer, m.n_head, m.n_embd, m.block_size) == (4, 8, 256, 128)
-        train_config(r, "pretrain", {}, documents=2937, block_size=128)  # resolves without an error
     assert data_options(recipes["fast"]) == (False, False, 0.0, 0.0)
     assert data_options(recipes["fast-mix"]) == (True, False, 0.0, 0.0)
     assert data_options(recipes["fast-focus"]) == (False, False, 0.0, 0.5)
     fast, focus = recipes["fast"], recipes["fast-focus"]
     assert {k: v for k, v in focus["pretrain"].items() if k != "focus"} == fast["pretrain"]
     assert focus["finetune"] == fast["finetune"] and focus["model"] == fast["model"]
+
+
+def test_demo_mix_is_the_demo_recipe_with_mixed_training_more_epochs_and_a_gentler_fine_tuning():
+    from pathlib import Path
+
+    from spangpt.config import data_options
+
+    demo = load_recipe("demo")
+    mix = load_recipe(str(Path(__file__).resolve().parents[1] / "benchmarks" / "recipes" / "demo-mix.toml"))
+    assert mix["model"] == demo["model"]
+    assert data_options(mix) == (True, False, 0.0, 0.0) and data_options(demo)[0] is False
+    assert {k: v for k, v in mix["pretrain"].items() if k not in ("mix_qa", "epochs")} == \
+        {k: v for k, v in demo["pretrain"].items() if k != "epochs"}
+    assert (demo["pretrain"]["epochs"], mix["pretrain"]["epochs"]) == (200, 250)
+    assert {k: v for k, v in mix["finetune"].items() if k != "lr"} == {k: v for k, v in demo["finetune"].items() if k != "lr"}
+    assert (demo["finetune"]["lr"], mix["finetune"]["lr"]) == (1e-3, 1e-4)

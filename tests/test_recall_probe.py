@@ -51,3 +51,23 @@ def test_recall_counts_what_greedy_decoding_produces(tmp_path, monkeypatch):
     res = probe.recall(ckpt, tmp_path, "birth_dev.tsv")
     assert res == {"own line": (1, 1), "after question": (0, 1), "question": (1, 1)}
     assert prompts_seen == ["Ann Lee. Ann Lee was born in ", "Where was Ann Lee born? Ann Lee was born in "]
+
+
+def test_prefix_adds_the_own_line_shifted_off_the_start(tmp_path, monkeypatch):
+    _corpus(tmp_path)
+    probe = _probe()
+    _, vocab = load_wiki(tmp_path / "wiki.txt")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.safetensors"
+    checkpoint.save(ckpt, GPT(ModelConfig(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=16, block_size=128)), vocab, {})
+    prompts_seen = []
+
+    def fake_greedy(model, prompts, max_new=32, **kw):  # recalls only from the start of the sequence
+        prompts_seen.extend(vocab.decode(p) for p in prompts)
+        return [vocab.encode("Paris ." if vocab.decode(p).startswith("Ann") else "Oslo .") for p in prompts]
+
+    monkeypatch.setattr(probe, "greedy_batched", fake_greedy)
+    monkeypatch.setattr(probe, "predict", lambda model, vocab, qs: ["Oslo" for _ in qs])
+    res = probe.recall(ckpt, tmp_path, "birth_dev.tsv", prefix="Zed. ")
+    assert res == {"own line": (1, 1), "after question": (0, 1), "after 'Zed. '": (0, 1), "question": (0, 1)}
+    assert prompts_seen[-1] == "Zed. Ann Lee. Ann Lee was born in "
