@@ -28,6 +28,7 @@ from spangpt.generate import greedy_batched
 from spangpt.model import GPT, ModelConfig
 
 LIMIT = 96  # int(block_size * 3 / 4): the original never shows a line past this
+MAX_PREFIX = 16  # line (<= 96) + prefix + a 16-character answer fit the 128-character block
 
 
 def cases(data: Path, split: str) -> list[tuple[str, str, str]]:
@@ -81,6 +82,8 @@ def main() -> None:
     p.add_argument("--splits", nargs="+", default=["birth_dev.tsv", "birth_places_train.tsv"])
     p.add_argument("--prefix", default="", help="also recall each own line after this text (e.g. 'Ab. ')")
     args = p.parse_args()
+    if len(args.prefix) > MAX_PREFIX:
+        p.error(f"--prefix: at most {MAX_PREFIX} characters (lines run to {LIMIT}, and the answer needs room in the block)")
     for ckpt in args.ckpt:
         for split in args.splits:
             res = recall(ckpt, args.data, split, args.prefix)

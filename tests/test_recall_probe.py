@@ -71,3 +71,14 @@ def test_prefix_adds_the_own_line_shifted_off_the_start(tmp_path, monkeypatch):
     res = probe.recall(ckpt, tmp_path, "birth_dev.tsv", prefix="Zed. ")
     assert res == {"own line": (1, 1), "after question": (0, 1), "after 'Zed. '": (0, 1), "question": (0, 1)}
     assert prompts_seen[-1] == "Zed. Ann Lee. Ann Lee was born in "
+
+
+def test_a_prefix_too_long_for_the_block_is_refused_before_any_model_is_read(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    probe = _probe()
+    monkeypatch.setattr("sys.argv", ["recall_probe.py", str(tmp_path / "missing.safetensors"), "--data", str(tmp_path),
+                                     "--prefix", "x" * (probe.MAX_PREFIX + 1)])
+    with pytest.raises(SystemExit) as e:
+        probe.main()
+    assert e.value.code == 2 and "--prefix: at most 16 characters" in capsys.readouterr().err
