@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
 
-from spangpt.config import builtin_recipes, load_recipe, model_config, train_config
+from spangpt.config import builtin_recipes, data_options, load_recipe, model_config, train_config
 from spangpt.errors import UserError
+
+RECIPES = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"  # the issue-8 probes
 
 
 def test_paper_recipe_is_the_original():
@@ -40,12 +44,7 @@ def test_bad_recipes_are_clear_errors(tmp_path):
 
 
 def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_in_one_option():
-    from pathlib import Path
-
-    from spangpt.config import data_options
-
-    folder = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"
-    recipes = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("*.toml"))}
+    recipes = {p.stem: load_recipe(str(p)) for p in sorted(RECIPES.glob("*.toml"))}
     assert {"fast", "fast-mix", "fast-focus", "demo-mix"} <= set(recipes)
     for name, r in recipes.items():
         train_config(r, "pretrain", {}, documents=2937, block_size=128)  # resolves without an error
@@ -62,12 +61,8 @@ def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_
 
 
 def test_demo_mix_is_the_demo_recipe_with_mixed_training_more_epochs_and_a_gentler_fine_tuning():
-    from pathlib import Path
-
-    from spangpt.config import data_options
-
     demo = load_recipe("demo")
-    mix = load_recipe(str(Path(__file__).resolve().parents[1] / "benchmarks" / "recipes" / "demo-mix.toml"))
+    mix = load_recipe(str(RECIPES / "demo-mix.toml"))
     assert mix["model"] == demo["model"]
     assert data_options(mix) == (True, False, 0.0, 0.0) and data_options(demo)[0] is False
     assert {k: v for k, v in mix["pretrain"].items() if k not in ("mix_qa", "epochs")} == \

@@ -1,4 +1,5 @@
 """benchmarks/continue_pretraining.py: continues the weights it is given, and writes a checkpoint finetune takes."""
+import json
 import sys
 
 import torch
@@ -22,8 +23,6 @@ def test_continues_from_the_checkpoint_and_lowers_the_loss(tmp_path, synth_dir, 
     before, after = checkpoint.load(src)[0].state_dict(), checkpoint.load(out)[0].state_dict()
     assert set(before) == set(after) and any(not torch.equal(before[k], after[k]) for k in before)
     lines = (tmp_path / "b.metrics.jsonl").read_text().splitlines()
-    import json
-
     losses = [json.loads(line)["loss"] for line in lines]
     assert len(losses) >= 2 and losses[-1] < losses[0]  # it trained on span corruption of the corpus
     info = checkpoint.read_info(out)

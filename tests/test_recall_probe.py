@@ -1,4 +1,5 @@
 """benchmarks/recall_probe.py: which questions it asks, and the prompts it builds (a hand-made corpus)."""
+import pytest
 import torch
 
 from spangpt import checkpoint
@@ -26,6 +27,22 @@ def _corpus(tmp_path):
     return far
 
 
+def _checkpoint(tmp_path, vocab):
+    """A tiny untrained model: the tests replace decoding, so its weights never matter."""
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.safetensors"
+    checkpoint.save(ckpt, GPT(ModelConfig(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=16, block_size=128)), vocab, {})
+    return ckpt
+
+
+def _fake_greedy(vocab, seen, recalls_from):
+    """greedy_batched that answers "Paris" to prompts starting with recalls_from, "Oslo" to the rest."""
+    def fake(model, prompts, max_new=32, **kw):
+        seen.extend(vocab.decode(p) for p in prompts)
+        return [vocab.encode("Paris ." if vocab.decode(p).startswith(recalls_from) else "Oslo .") for p in prompts]
+    return fake
+
+
 def test_cases_keep_answers_inside_the_first_96_characters_of_the_persons_first_line(tmp_path):
     far = _corpus(tmp_path)
     assert far.index("Rome") + len("Rome") > 96
@@ -36,17 +53,9 @@ def test_recall_counts_what_greedy_decoding_produces(tmp_path, monkeypatch):
     _corpus(tmp_path)
     probe = _probe()
     _, vocab = load_wiki(tmp_path / "wiki.txt")
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=16, block_size=128))
-    ckpt = tmp_path / "m.safetensors"
-    checkpoint.save(ckpt, model, vocab, {})
+    ckpt = _checkpoint(tmp_path, vocab)
     prompts_seen = []
-
-    def fake_greedy(model, prompts, max_new=32, **kw):  # answers "Paris" to the own-line prompt only
-        prompts_seen.extend(vocab.decode(p) for p in prompts)
-        return [vocab.encode("Paris ." if vocab.decode(p).startswith("Ann Lee.") else "Oslo .") for p in prompts]
-
-    monkeypatch.setattr(probe, "greedy_batched", fake_greedy)
+    monkeypatch.setattr(probe, "greedy_batched", _fake_greedy(vocab, prompts_seen, "Ann Lee."))  # the own line only
     monkeypatch.setattr(probe, "predict", lambda model, vocab, qs: ["Paris" for _ in qs])
     res = probe.recall(ckpt, tmp_path, "birth_dev.tsv")
     assert res == {"own line": (1, 1), "after question": (0, 1), "question": (1, 1)}
@@ -57,16 +66,9 @@ def test_prefix_adds_the_own_line_shifted_off_the_start(tmp_path, monkeypatch):
     _corpus(tmp_path)
     probe = _probe()
     _, vocab = load_wiki(tmp_path / "wiki.txt")
-    torch.manual_seed(0)
-    ckpt = tmp_path / "m.safetensors"
-    checkpoint.save(ckpt, GPT(ModelConfig(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=16, block_size=128)), vocab, {})
+    ckpt = _checkpoint(tmp_path, vocab)
     prompts_seen = []
-
-    def fake_greedy(model, prompts, max_new=32, **kw):  # recalls only from the start of the sequence
-        prompts_seen.extend(vocab.decode(p) for p in prompts)
-        return [vocab.encode("Paris ." if vocab.decode(p).startswith("Ann") else "Oslo .") for p in prompts]
-
-    monkeypatch.setattr(probe, "greedy_batched", fake_greedy)
+    monkeypatch.setattr(probe, "greedy_batched", _fake_greedy(vocab, prompts_seen, "Ann"))  # only from the start
     monkeypatch.setattr(probe, "predict", lambda model, vocab, qs: ["Oslo" for _ in qs])
     res = probe.recall(ckpt, tmp_path, "birth_dev.tsv", prefix="Zed. ")
     assert res == {"own line": (1, 1), "after question": (0, 1), "after 'Zed. '": (0, 1), "question": (0, 1)}
@@ -74,8 +76,6 @@ def test_prefix_adds_the_own_line_shifted_off_the_start(tmp_path, monkeypatch):
 
 
 def test_a_prefix_too_long_for_the_block_is_refused_before_any_model_is_read(tmp_path, monkeypatch, capsys):
-    import pytest
-
     probe = _probe()
     monkeypatch.setattr("sys.argv", ["recall_probe.py", str(tmp_path / "missing.safetensors"), "--data", str(tmp_path),
                                      "--prefix", "x" * (probe.MAX_PREFIX + 1)])
