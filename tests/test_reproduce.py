@@ -90,6 +90,38 @@ def test_an_interrupted_table_continues_where_it_stopped(table, synth_dir, tmp_p
         assert all(torch.equal(a[k], b[k]) for k in b), name
 
 
+def test_jobs_train_side_by_side_to_the_same_results(table, synth_dir, tmp_path):
+    """--jobs 2: the same runs in two worker processes give the table's weights and predictions, in its order."""
+    from safetensors.torch import load_file
+
+    done, recipe, first = table
+    results = rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), train_overrides=FAST, jobs=2)
+    assert [r["name"] for r in results["runs"]] == ["scratch", "vanilla", "rope"]
+    for name in ("scratch", "vanilla", "rope"):
+        a = load_file(str(tmp_path / f"{name}.seed0.finetune.safetensors"))
+        b = load_file(str(done / f"{name}.seed0.finetune.safetensors"))
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in b), name
+        assert (tmp_path / f"{name}.seed0.dev.predictions").read_text() == \
+            (done / f"{name}.seed0.dev.predictions").read_text()
+    assert [r["correct"] for r in results["runs"]] == [r["correct"] for r in first["runs"]]
+
+
+def test_jobs_below_one_is_an_error(synth_dir, tmp_path):
+    with pytest.raises(UserError, match="--jobs must be at least 1"):
+        rp.reproduce(synth_dir, tmp_path, recipe="demo", jobs=0)
+
+
+def test_a_stop_crosses_process_boundaries_intact():
+    """A worker's Stopped reaches the parent (pickled) with the step, state and exit code the CLI reports."""
+    import pickle
+
+    from spangpt.errors import Stopped
+
+    e = pickle.loads(pickle.dumps(Stopped("interrupted by SIGINT", 7, "x.state.pt", 130)))
+    assert (e.why, e.step, e.state, e.exit_code) == ("interrupted by SIGINT", 7, "x.state.pt", 130)
+    assert str(e).startswith("interrupted by SIGINT at step 7; state saved to x.state.pt")
+
+
 def test_table_mean_std_beside_the_original_hand_computed():
     def run(name, acc, seed):
         return {"name": name, "seed": seed, "accuracy": acc, "answer_loss": 1.0, "pretrain": {"final_loss": 0.5}}

@@ -139,7 +139,7 @@ def cmd_reproduce(args) -> None:
     try:
         reproduce(args.data, args.out, recipe=args.recipe, seeds=args.seeds, variants=args.variants,
                   train_overrides=_overrides(args, ("device", "precision", "max_steps")),
-                  run_options=_overrides(args, ("save_every",)))
+                  run_options=_overrides(args, ("save_every",)), jobs=args.jobs)
     except Stopped as e:
         e.hint = "run the same command again to continue"  # reproduce always resumes
         raise
@@ -148,7 +148,7 @@ def cmd_reproduce(args) -> None:
 def cmd_demo(args) -> None:
     from spangpt.reproduce import demo
 
-    demo(args.out, people=args.people, seeds=args.seeds)
+    demo(args.out, people=args.people, seeds=args.seeds, jobs=args.jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="cap every training stage (smoke tests)")
     p.add_argument("--save-every", type=int, metavar="N", help="save each stage's resumable state every N steps "
                    "(an interrupted table always continues where it stopped when run again)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="train N runs at once, sharing the CPU threads "
+                   "(2 on a 2-core CPU: small models gain little from a second thread)")
     p.set_defaults(fn=cmd_reproduce)
 
     p = sub.add_parser("bench", add_help=False, help="training and evaluation speed, reference vs fast path "
@@ -214,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--people", type=int, default=200)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--jobs", type=int, default=2, metavar="N", help="runs trained at once (default 2: vanilla and "
+                   "RoPE side by side)")
     p.set_defaults(fn=cmd_demo)
     return ap
 

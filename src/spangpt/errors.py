@@ -25,6 +25,9 @@ class Stopped(Exception):
         self.hint = "continue with the same command plus --resume auto"
         super().__init__(why)
 
+    def __reduce__(self):  # picklable with all its fields (reproduce --jobs sends it between processes)
+        return Stopped, (self.why, self.step, self.state, self.exit_code)
+
     def __str__(self) -> str:
         saved = f"state saved to {self.state}; {self.hint}" if self.state else "no state saved (no --out)"
         return f"{self.why} at step {self.step}; {saved}"
