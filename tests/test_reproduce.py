@@ -70,6 +70,23 @@ def test_a_finished_run_with_other_settings_is_an_error_not_reused(table, synth_
         rp.reproduce(synth_dir, out, recipe=str(recipe), seeds=(0,), train_overrides={**FAST, "max_steps": 3})
 
 
+def test_a_finished_run_from_an_edited_recipe_is_an_error_not_reused(synth_dir, tmp_path):
+    """Same recipe file, other contents: the finished run was made with the old file and must not be read back."""
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), variants=(), train_overrides=FAST)
+    recipe.write_text(TINY_RECIPE.replace("lr = 1e-3", "lr = 2e-3", 1))
+    with pytest.raises(UserError, match="other settings"):
+        rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), variants=(), train_overrides=FAST)
+
+
+def test_demo_refuses_an_earlier_corpus_of_another_size(synth_dir, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "wiki.txt").write_text((synth_dir / "wiki.txt").read_text())  # 120 people
+    with pytest.raises(UserError, match="a corpus of 120 people from an earlier demo, not 300"):
+        rp.demo(tmp_path, people=300)
+
+
 def test_an_interrupted_table_continues_where_it_stopped(table, synth_dir, tmp_path, capsys):
     """Stopped inside its first stage (a time budget here; a signal or a kill alike), the same call again
     resumes that stage from its state and ends with the very weights of the uninterrupted table."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from spangpt import checkpoint, stages
+from spangpt.config import load_recipe
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.data import load_questions
@@ -41,7 +42,9 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     save_every) change how stages run, not what they compute, so they are not part of the key."""
     o = {**overrides, "seed": seed}
     done = out / f"{name}.seed{seed}.result.json"
-    key = {"recipe": recipe, "variant": variant, "pretrain": pretrain, "overrides": o}
+    # the recipe's content, not only its name: a changed recipe file must not reuse runs made with the old one
+    key = {"recipe": recipe, "recipe_tables": _recipe_tables(recipe), "variant": variant, "pretrain": pretrain,
+           "overrides": o}
     if done.is_file():
         info = json.loads(done.read_text())
         if info.get("key") != key:
@@ -71,6 +74,10 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     print(f"{name} seed {seed}: dev {correct}/{total} = {info['accuracy']:.1f}%, "
           f"answer loss {info['answer_loss']:.3f}", flush=True)
     return info
+
+
+def _recipe_tables(recipe: str) -> dict:
+    return {k: v for k, v in load_recipe(recipe).items() if k != "name"}
 
 
 def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla", "rope"), train_overrides=None,
@@ -202,7 +209,8 @@ def plot_losses(out: Path, recipe: str = "") -> bool:
                 pts = [(e, v[i]) for e, v in PAPER_PRETRAIN_LOSS.items() if v[i] is not None]
                 ax.plot(*zip(*pts), marker, color="k", fillstyle="none", label=f"the original, run {i + 1}")
         ax.set(title=stage, xlabel="epoch", ylabel="mean loss (non-PAD targets)", yscale="log")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a table without pretraining runs leaves that panel empty
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "losses.png", dpi=100)
     plt.close(fig)
@@ -239,6 +247,11 @@ def demo(out, people: int = 200, seeds=(0,), jobs: int = 1) -> dict:
     data = out / "data"
     if not (data / "wiki.txt").is_file():
         write_corpus(data, people=people, seed=0, style="simple")
+    else:  # an earlier demo's corpus: reuse it only if it is the one asked for
+        have = len((data / "wiki.txt").read_text(encoding="utf-8").splitlines())
+        if have != people:
+            raise UserError(f"{data / 'wiki.txt'}: a corpus of {have} people from an earlier demo, not {people}; "
+                            f"use another --out (or --people {have})")
     header = (f"Demo: a synthetic corpus of {people} people, one plain biography each "
               f"(`spangpt data synth --style simple --people {people}`), and the small `demo` recipe "
               "(2 layers, 128 dims; see spangpt/recipes/demo.toml): the real experiment's code and objective, "
