@@ -4,6 +4,7 @@ import pytest
 
 from spangpt.config import builtin_recipes, data_options, load_recipe, model_config, train_config
 from spangpt.errors import UserError
+from spangpt.train import TrainConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"  # the issue-8 probes
 
@@ -60,13 +61,16 @@ def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_
     assert focus["finetune"] == fast["finetune"] and focus["model"] == fast["model"]
 
 
-def test_demo_mix_is_the_demo_recipe_with_mixed_training_more_epochs_and_a_gentler_fine_tuning():
+def test_demo_mix_is_the_demo_recipe_with_the_papers_weight_decay_and_more_epochs():
+    """demo-mix is the ablation of the demo's strong weight decay: it differs in exactly those keys."""
     demo = load_recipe("demo")
     mix = load_recipe(str(RECIPES / "demo-mix.toml"))
     assert mix["model"] == demo["model"]
-    assert data_options(mix) == (True, False, 0.0, 0.0) and data_options(demo)[0] is False
-    assert {k: v for k, v in mix["pretrain"].items() if k not in ("mix_qa", "epochs")} == \
-        {k: v for k, v in demo["pretrain"].items() if k != "epochs"}
+    assert data_options(mix) == data_options(demo) == (True, False, 0.0, 0.0)
+    changed = ("decay_on", "weight_decay", "epochs")
+    for stage in ("pretrain", "finetune"):
+        assert {k: v for k, v in mix[stage].items() if k not in changed} == \
+            {k: v for k, v in demo[stage].items() if k not in changed}, stage
+        assert (demo[stage]["decay_on"], demo[stage]["weight_decay"]) == ("matrices", 1.0)
+        assert (mix[stage]["decay_on"], mix[stage].get("weight_decay", TrainConfig.weight_decay)) == ("linear", 0.1)
     assert (demo["pretrain"]["epochs"], mix["pretrain"]["epochs"]) == (200, 250)
-    assert {k: v for k, v in mix["finetune"].items() if k != "lr"} == {k: v for k, v in demo["finetune"].items() if k != "lr"}
-    assert (demo["finetune"]["lr"], mix["finetune"]["lr"]) == (1e-3, 1e-4)

@@ -212,9 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", add_help=False, help="training and evaluation speed, reference vs fast path "
                        "(spangpt bench --help)")
 
-    p = sub.add_parser("demo", help="the whole experiment offline on a synthetic corpus (~15 min on 2 CPU cores)")
+    p = sub.add_parser("demo", help="the whole experiment offline on a synthetic corpus (~10 min on 2 CPU cores)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--people", type=int, default=200)
+    p.add_argument("--people", type=int, default=500)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--jobs", type=int, default=2, metavar="N", help="runs trained at once (default 2: vanilla and "
                    "RoPE side by side)")
