@@ -123,6 +123,18 @@ def test_jobs_train_side_by_side_to_the_same_results(table, synth_dir, tmp_path)
     assert [r["correct"] for r in results["runs"]] == [r["correct"] for r in first["runs"]]
 
 
+def test_a_workers_error_reaches_the_caller_as_itself(synth_dir, tmp_path):
+    """--jobs 2 with no training pairs: the workers' one-line UserError, not a pool traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("wiki.txt", "birth_dev.tsv"):
+        (data / name).write_text((synth_dir / name).read_text())
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    with pytest.raises(UserError, match="birth_places_train.tsv"):
+        rp.reproduce(data, tmp_path / "out", recipe=str(recipe), seeds=(0,), train_overrides=FAST, jobs=2)
+
+
 def test_jobs_below_one_is_an_error(synth_dir, tmp_path):
     with pytest.raises(UserError, match="--jobs must be at least 1"):
         rp.reproduce(synth_dir, tmp_path, recipe="demo", jobs=0)

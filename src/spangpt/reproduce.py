@@ -129,7 +129,11 @@ def _run_all(args: list[tuple], jobs: int) -> list[dict]:
                              initializer=_limit_threads, initargs=(threads,)) as pool:
         order = sorted(range(len(args)), key=lambda i: not args[i][4])  # pretraining runs first
         futures = {i: pool.submit(run_one, *args[i]) for i in order}
-        return [futures[i].result() for i in range(len(args))]
+        try:
+            return [futures[i].result() for i in range(len(args))]
+        except BaseException:  # an error or Ctrl-C: start no more runs; the running ones finish or save and stop
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def _rows(results: dict):
