@@ -1,11 +1,12 @@
 """End to end: pretraining is what answers questions about people the fine-tuning never saw.
 
-The demo in small: a 200-person `simple` corpus, the `demo` recipe (the training QA pairs mixed into
-pretraining, weight decay 1.0 on every matrix), RoPE. The dev people are in no QA pair, so a right answer
+The demo's RoPE run: its 500-person `simple` corpus and the `demo` recipe (the training QA pairs mixed
+into pretraining, weight decay 1.0 on every matrix). The dev people are in no QA pair, so a right answer
 about them has to come from their biography in wiki.txt; without pretraining the model can only guess.
-Measured at this size (README, "End-to-end test"): 12/34 dev answers against 0/34 without pretraining and
-3/34 for always "London". The thresholds leave room for another seed's luck (the demo's seeds spread by
-+-10 points): fp32 is pinned, but another CPU's kernels round differently and 250 epochs amplify that.
+Measured (README, "End-to-end test"): 52, 43 and 50 of 85 dev answers for training seeds 0, 1 and 2,
+against 0/85 without pretraining and 5/85 for always "London". The thresholds sit at half the worst seed:
+fp32 is pinned, but another CPU's kernels round differently and 200 epochs amplify that into another draw.
+A smaller corpus was too fragile for a test: 200 people at 250 epochs gave 12, 2 and 10 of 34.
 """
 import pytest
 
@@ -16,7 +17,7 @@ from spangpt.synth import write_corpus
 
 pytestmark = pytest.mark.slow
 
-PEOPLE, EPOCHS = 200, 250
+PEOPLE = 500
 CPU = {"device": "cpu", "precision": "fp32", "progress": False}
 
 
@@ -28,12 +29,12 @@ def test_pretraining_answers_questions_about_people_finetuning_never_saw(tmp_pat
     assert not train_names & {q for q, _ in dev}  # the premise: no dev person is fine-tuned on
 
     pre, ft, scratch = (tmp_path / f"{n}.safetensors" for n in ("pre", "ft", "scratch"))
-    stages.pretrain(data, pre, "rope", "demo", None, {**CPU, "epochs": EPOCHS}, quiet=True)
+    stages.pretrain(data, pre, "rope", "demo", None, CPU, quiet=True)
     stages.finetune(data, ft, "rope", pre, "demo", None, CPU, quiet=True)
     stages.finetune(data, scratch, "rope", None, "demo", None, CPU, quiet=True)
     _, (em_pre, n) = stages.evaluate(ft, data / "birth_dev.tsv", None, "cpu")
     _, (em_scratch, _) = stages.evaluate(scratch, data / "birth_dev.tsv", None, "cpu")
     london, _ = london_baseline([a for _, a in dev])
     print(f"\ndev exact match: pretrained {em_pre}/{n}, no pretraining {em_scratch}/{n}, always London {london}/{n}")
-    assert em_pre >= em_scratch + 0.2 * n  # measured 12 against 0
-    assert em_pre >= 2 * london  # measured 12 against 3
+    assert em_pre >= em_scratch + 0.25 * n  # measured 52 (seed 0) against 0
+    assert em_pre >= 3 * london  # measured 52 against 5
