@@ -140,6 +140,12 @@ def test_jobs_below_one_is_an_error(synth_dir, tmp_path):
         rp.reproduce(synth_dir, tmp_path, recipe="demo", jobs=0)
 
 
+def test_jobs_under_torchrun_is_an_error(synth_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="does not combine with torchrun"):
+        rp.reproduce(synth_dir, tmp_path, recipe="demo", jobs=2)
+
+
 def test_a_stop_crosses_process_boundaries_intact():
     """A worker's Stopped reaches the parent (pickled) with the step, state and exit code the CLI reports."""
     import pickle

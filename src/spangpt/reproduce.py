@@ -88,7 +88,8 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError("--jobs > 1 runs several trainings in one process group's place; under torchrun use --jobs 1")
+        raise UserError("--jobs > 1 does not combine with torchrun (every rank would start its own workers); "
+                        "use --jobs 1")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     answers = [a for _, a in load_questions(data / DEV)]
@@ -127,7 +128,8 @@ def _run_all(args: list[tuple], jobs: int) -> list[dict]:
     # spawn, not fork: a forked child inherits the parent's OpenMP thread pool state and can hang in it
     with ProcessPoolExecutor(min(jobs, len(args)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_limit_threads, initargs=(threads,)) as pool:
-        order = sorted(range(len(args)), key=lambda i: not args[i][4])  # pretraining runs first
+        pretrains = [a[4] for a in args]  # run_one's `pretrain` argument
+        order = sorted(range(len(args)), key=lambda i: not pretrains[i])  # long runs first
         futures = {i: pool.submit(run_one, *args[i]) for i in order}
         try:
             return [futures[i].result() for i in range(len(args))]
