@@ -9,7 +9,6 @@ fp32 is pinned, but another CPU's kernels round differently and 200 epochs ampli
 A smaller corpus was too fragile for a test: 200 people at 250 epochs gave 12, 2 and 10 of 34.
 """
 import pytest
-import torch
 
 from spangpt import stages
 from spangpt.data import load_questions
@@ -22,18 +21,7 @@ PEOPLE = 500
 CPU = {"device": "cpu", "precision": "fp32", "progress": False}
 
 
-@pytest.fixture
-def one_thread():
-    """This small model trains faster on one thread than on two here: RoPE ran at 10,900 real tokens/s on
-    one thread in the demo (the other core busy with vanilla) and at 6,900 in this test on two threads (CI, idle
-    machine). One thread is also how the demo's runs, this test's measured numbers, were made."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_pretraining_answers_questions_about_people_finetuning_never_saw(tmp_path, one_thread):
+def test_pretraining_answers_questions_about_people_finetuning_never_saw(tmp_path):
     data = tmp_path / "data"
     write_corpus(data, people=PEOPLE, seed=0, style="simple")
     dev = load_questions(data / "birth_dev.tsv")
