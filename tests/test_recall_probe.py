@@ -49,27 +49,28 @@ def test_cases_keep_answers_inside_the_first_96_characters_of_the_persons_first_
     assert _probe().cases(tmp_path, "birth_dev.tsv") == [("Ann Lee", "Paris", "Ann Lee. Ann Lee was born in ")]
 
 
-def test_recall_counts_what_greedy_decoding_produces(tmp_path, monkeypatch):
+def _faked_probe(tmp_path, monkeypatch, recalls_after: str, answer: str):
+    """The probe module over the small corpus and a tiny checkpoint, its decoder faked: greedy decoding
+    completes the place only for prompts that start with recalls_after, and every question gets answer.
+    -> (probe, checkpoint, the prompts the fake decoder saw)."""
     _corpus(tmp_path)
     probe = _probe()
     _, vocab = load_wiki(tmp_path / "wiki.txt")
-    ckpt = _checkpoint(tmp_path, vocab)
     prompts_seen = []
-    monkeypatch.setattr(probe, "greedy_batched", _fake_greedy(vocab, prompts_seen, "Ann Lee."))  # the own line only
-    monkeypatch.setattr(probe, "predict", lambda model, vocab, qs: ["Paris" for _ in qs])
+    monkeypatch.setattr(probe, "greedy_batched", _fake_greedy(vocab, prompts_seen, recalls_after))
+    monkeypatch.setattr(probe, "predict", lambda model, vocab, qs: [answer for _ in qs])
+    return probe, _checkpoint(tmp_path, vocab), prompts_seen
+
+
+def test_recall_counts_what_greedy_decoding_produces(tmp_path, monkeypatch):
+    probe, ckpt, prompts_seen = _faked_probe(tmp_path, monkeypatch, "Ann Lee.", "Paris")  # the own line only
     res = probe.recall(ckpt, tmp_path, "birth_dev.tsv")
     assert res == {"own line": (1, 1), "after question": (0, 1), "question": (1, 1)}
     assert prompts_seen == ["Ann Lee. Ann Lee was born in ", "Where was Ann Lee born? Ann Lee was born in "]
 
 
 def test_prefix_adds_the_own_line_shifted_off_the_start(tmp_path, monkeypatch):
-    _corpus(tmp_path)
-    probe = _probe()
-    _, vocab = load_wiki(tmp_path / "wiki.txt")
-    ckpt = _checkpoint(tmp_path, vocab)
-    prompts_seen = []
-    monkeypatch.setattr(probe, "greedy_batched", _fake_greedy(vocab, prompts_seen, "Ann"))  # only from the start
-    monkeypatch.setattr(probe, "predict", lambda model, vocab, qs: ["Oslo" for _ in qs])
+    probe, ckpt, prompts_seen = _faked_probe(tmp_path, monkeypatch, "Ann", "Oslo")  # only from the start
     res = probe.recall(ckpt, tmp_path, "birth_dev.tsv", prefix="Zed. ")
     assert res == {"own line": (1, 1), "after question": (0, 1), "after 'Zed. '": (0, 1), "question": (0, 1)}
     assert prompts_seen[-1] == "Zed. Ann Lee. Ann Lee was born in "
