@@ -77,14 +77,6 @@ def test_unknown_decay_on_is_a_clear_error(tmp_path):
         train_config(load_recipe(str(recipe)), "pretrain", {}, documents=10, block_size=128)
 
 
-def test_shifted_positions_without_packing_is_a_clear_error(tmp_path):
-    recipe = tmp_path / "r.toml"
-    recipe.write_text('[pretrain]\nshift_positions = true\nschedule = "constant"\n')
-    assert train_config(load_recipe(str(recipe)), "pretrain", {}, documents=10, block_size=128).shift_positions
-    with pytest.raises(UserError, match="shift_positions needs packed rows"):
-        train_config(load_recipe(str(recipe)), "pretrain", {"pack": False}, documents=10, block_size=128)
-
-
 def test_param_rms_hand_computed():
     m = GPT(ModelConfig(**SMALL))
     with torch.no_grad():

@@ -264,12 +264,8 @@ def pack_rows(lengths, capacity: int) -> list[list[int]]:
     return rows
 
 
-def pack_batch(examples, block_size: int, shift: random.Random | None = None) -> Batch:
-    """Several examples per row of block_size tokens; returns positions and per-row example ids.
-
-    shift: draw each example's first position uniformly from 0..block_size - len (it still fits the
-    position table), instead of 0. Learned absolute positions then see every fact at many positions.
-    """
+def pack_batch(examples, block_size: int) -> Batch:
+    """Several examples per row of block_size tokens; returns positions and per-row example ids."""
     T = block_size
     rows = pack_rows([len(x) for x, _ in examples], T)
     B = len(rows)
@@ -284,14 +280,14 @@ def pack_batch(examples, block_size: int, shift: random.Random | None = None) ->
             n = len(xi)
             x[r, t : t + n] = torch.tensor(xi)
             y[r, t : t + n] = torch.tensor(yi)
-            pos[r, t : t + n] = torch.arange(n) + (shift.randint(0, T - n) if shift else 0)
+            pos[r, t : t + n] = torch.arange(n)
             doc[r, t : t + n] = k
             t += n
     return Batch(x, y, pos, doc, len(examples), **_length_sums(examples))
 
 
-def make_batch(examples, block_size: int, pack: bool, shift: random.Random | None = None) -> Batch:
-    return pack_batch(examples, block_size, shift) if pack else pad_batch(examples, block_size)
+def make_batch(examples, block_size: int, pack: bool) -> Batch:
+    return (pack_batch if pack else pad_batch)(examples, block_size)
 
 
 def batches(examples, batch_size: int, block_size: int, pack: bool, rng: random.Random, skip: int = 0):

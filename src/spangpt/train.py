@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from spangpt import distributed, errors, state
-from spangpt.data import batch_examples, make_batch
+from spangpt.data import batch_examples, batches, make_batch
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.model import GPT
@@ -55,9 +55,6 @@ class TrainConfig:
     # measured faster. None = choose by device.
     fast_dropout: bool | None = None
     compile: bool = False
-    # packed rows only: each example's positions start at a random offset (data.pack_batch), so learned
-    # absolute positions see each fact at many positions, not only at the start of the sequence
-    shift_positions: bool = False
     log_interval: int = 20  # steps between loss syncs / metrics lines (and loss health checks)
     save_every: int = 0  # steps between resumable-state saves; 0 = only at the end and when stopped early
     max_minutes: float = 0.0  # stop (state saved, exit 75) after this much training time; 0 = no limit
@@ -289,18 +286,14 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     t0 = time.perf_counter()
     t_log = t0
 
-    def shift(epoch: int, i: int, rank: int = 0) -> random.Random | None:
-        # its own generator per batch, seeded by where the batch is: a resumed run draws the same offsets
-        return random.Random(f"{cfg.seed}:{epoch}:{i}:{rank}") if cfg.shift_positions else None
-
     def epochs():  # -> (epoch, batch index, data RNG state at the epoch's start, batch, shard)
         for epoch in range(start_epoch, cfg.epochs):
             epoch_rng = epoch0_rng if epoch == 0 else rng.getstate()
             examples = first if epoch == 0 else draw_examples(rng)
             b0 = skip if epoch == start_epoch else 0
             if world == 1:
-                for i, chosen in enumerate(batch_examples(examples, cfg.batch_size, rng, skip=b0), b0):
-                    yield epoch, i, epoch_rng, make_batch(chosen, block, cfg.pack, shift(epoch, i)), None
+                for i, batch in enumerate(batches(examples, cfg.batch_size, block, cfg.pack, rng, skip=b0), b0):
+                    yield epoch, i, epoch_rng, batch, None
                 continue
             for i, chosen in enumerate(batch_examples(examples, cfg.batch_size, rng, skip=b0), b0):
                 mine, weight = distributed.shard(chosen, rank, world)
@@ -309,7 +302,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                 lengths = [len(x) for x, _ in chosen]
                 whole = (len(chosen), sum(len(y) - y.count(PAD_ID) for _, y in chosen), sum(lengths),
                          sum(n * n for n in lengths), weight)
-                yield epoch, i, epoch_rng, make_batch(mine, block, cfg.pack, shift(epoch, i, rank)), whole
+                yield epoch, i, epoch_rng, make_batch(mine, block, cfg.pack), whole
 
     def window_loss_sum() -> torch.Tensor:
         """The window's summed loss over all ranks (each rank holds its shards' part of it)."""
