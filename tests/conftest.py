@@ -5,6 +5,10 @@ import pytest
 # The original data lives beside the checkout (../shared/data/cs224n); it is never committed here.
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cs224n"
 
+# The `demo` model and optimizer without its data options (no mix_qa): for the tests that count steps and
+# examples, so an epoch is exactly the corpus's documents, whatever the demo recipe becomes.
+PLAIN_RECIPE = str(Path(__file__).resolve().parent / "plain.toml")
+
 needs_real_data = pytest.mark.skipif(
     not (REAL_DATA / "wiki.txt").is_file(),
     reason=f"real CS224N data not found at {REAL_DATA} (get it with `spangpt data download`)",

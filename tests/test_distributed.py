@@ -14,6 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from conftest import PLAIN_RECIPE
 from spangpt import distributed, stages
 from spangpt.data import make_batch
 from spangpt.model import GPT, ModelConfig
@@ -21,8 +22,7 @@ from spangpt.train import train_step
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--dropout", "0"]
 # 120 documents in batches of 7: the last batch has 1 example, so rank 1 gets a stand-in shard there
-PLAIN = str(Path(__file__).parent / "plain.toml")  # no mix_qa: an epoch is the 120 documents
-RUN = ["--recipe", PLAIN, "--epochs", "1", "--batch-size", "7", "--log-interval", "1", "--schedule", "constant"]
+RUN = ["--recipe", PLAIN_RECIPE, "--epochs", "1", "--batch-size", "7", "--log-interval", "1", "--schedule", "constant"]
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
@@ -114,7 +114,7 @@ def test_two_ranks_train_like_one_process(synth_dir, tmp_path):
     assert p.returncode == 0, log[-3000:]
     assert log.count("saved ") == 1  # rank 0 reports
     one = tmp_path / "one" / "v.safetensors"
-    stages.pretrain(synth_dir, one, "vanilla", PLAIN, {"n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.0},
+    stages.pretrain(synth_dir, one, "vanilla", PLAIN_RECIPE, {"n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.0},
                     {"epochs": 1, "batch_size": 7, "log_interval": 1, "schedule": "constant", "progress": False},
                     quiet=True)
 
@@ -159,7 +159,7 @@ def _rank_of(pid: int) -> str | None:
 def test_killing_one_rank_ends_the_job(synth_dir, tmp_path):
     out = tmp_path / "v.safetensors"
     p = _torchrun(["pretrain", "--variant", "vanilla", "--data", str(synth_dir), "--out", str(out), *TINY,
-                   "--recipe", PLAIN, "--epochs", "1000", "--batch-size", "7", "--log-interval", "1"])
+                   "--recipe", PLAIN_RECIPE, "--epochs", "1000", "--batch-size", "7", "--log-interval", "1"])
     try:
         metrics = tmp_path / "v.metrics.jsonl"
         deadline = time.monotonic() + 120
@@ -189,10 +189,10 @@ def test_stop_with_two_ranks_then_resume_with_one(synth_dir, tmp_path):
     assert p.returncode != 0 and log.count("--max-minutes 0.0001 used up at step 2;") == 2, log[-3000:]
     model, train = {"n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.0}, \
         {"epochs": 1, "batch_size": 7, "schedule": "constant", "progress": False}
-    info = stages.pretrain(synth_dir, out, "vanilla", PLAIN, model, {**train, "log_interval": 2}, quiet=True,
+    info = stages.pretrain(synth_dir, out, "vanilla", PLAIN_RECIPE, model, {**train, "log_interval": 2}, quiet=True,
                            resume="auto")
     assert info["result"]["steps"] == 18 and info["world_size"] == 1
     ref = tmp_path / "one" / "v.safetensors"
-    stages.pretrain(synth_dir, ref, "vanilla", PLAIN, model, {**train, "log_interval": 2}, quiet=True)
+    stages.pretrain(synth_dir, ref, "vanilla", PLAIN_RECIPE, model, {**train, "log_interval": 2}, quiet=True)
     assert len(_losses(out)) == len(_losses(ref)) == 9
     assert _losses(out) == pytest.approx(_losses(ref), rel=2e-4)  # tolerance: test_two_ranks_train_like_one_process

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import PLAIN_RECIPE
 from spangpt.cli import main
 from spangpt.vocab import MASK, PAD
 
@@ -32,8 +33,7 @@ def fuzz(n: int):
                                            HealthCheck.data_too_large])
 
 
-PLAIN = str(Path(__file__).parent / "plain.toml")  # no mix_qa: pretraining reads wiki.txt alone
-RUN = ["--recipe", PLAIN, "--batch-size", "4", "--device", "cpu", "--log-interval", "1"]
+RUN = ["--recipe", PLAIN_RECIPE, "--batch-size", "4", "--device", "cpu", "--log-interval", "1"]
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "64", *RUN]
 
 

@@ -11,12 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import PLAIN_RECIPE
 from spangpt import state
 from spangpt.cli import main
 from spangpt.errors import Stopped, UserError
@@ -25,8 +25,7 @@ from spangpt.train import TrainConfig, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every run: same float sums
 N = 40  # steps; 120 documents in batches of 16 = 8 steps per epoch, so resumes land in later epochs too
-PLAIN = str(Path(__file__).parent / "plain.toml")  # no mix_qa: an epoch is the 120 documents
-TINY = ["--recipe", PLAIN, "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "32",
+TINY = ["--recipe", PLAIN_RECIPE, "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "32",
         "--dropout", "0.1", "--batch-size", "16", "--epochs", "100", "--max-steps", str(N), "--device", "cpu",
         "--precision", "fp32", "--log-interval", "1"]
 TIMING = {"real_tok_per_s", "elapsed_s", "gflops", "mfu"}
@@ -270,7 +269,7 @@ def test_state_file_is_plain_tensors_and_numbers_and_loads_weights_only(tmp_path
 
 # ----------------------------------------------------------------------------- the CLI in-process
 
-FAST = ["--recipe", PLAIN, "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "32",
+FAST = ["--recipe", PLAIN_RECIPE, "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "32",
         "--batch-size", "16", "--max-steps", "6", "--device", "cpu", "--log-interval", "2"]
 
 
