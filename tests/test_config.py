@@ -44,6 +44,26 @@ def test_bad_recipes_are_clear_errors(tmp_path):
         model_config(load_recipe("paper"), 100, "vanilla", {"n_head": 7})
 
 
+def test_per_variant_tables_override_their_stage_for_that_variant_only(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("[pretrain]\nschedule = 'constant'\nweight_decay = 1.0\nlr = 3e-3\n[pretrain.vanilla]\nweight_decay = 0.5\n"
+                    "[pretrain.rope]\nmix_qa = true\n")
+    r = load_recipe(str(path))
+    resolve = lambda variant: train_config(r, "pretrain", {}, documents=10, block_size=128, variant=variant)
+    assert [(c.weight_decay, c.lr) for c in map(resolve, ("vanilla", "rope", None))] == \
+        [(0.5, 3e-3), (1.0, 3e-3), (1.0, 3e-3)]
+    assert [data_options(r, v)[0] for v in ("vanilla", "rope", None)] == [False, True, False]
+    # a command-line override still wins over the variant's table
+    assert train_config(r, "pretrain", {"weight_decay": 0.2}, documents=10, block_size=128,
+                        variant="vanilla").weight_decay == 0.2
+    for text, message in (("[pretrain.vanilla]\nepochz = 3\n", r"unknown key\(s\) in \[pretrain\.vanilla\]: epochz"),
+                          ("[finetune]\nrope = 3\n", r"\[finetune\] rope must be a table"),
+                          ("[pretrain.gpt2]\nlr = 1\n", r"unknown key\(s\) in \[pretrain\]: gpt2")):
+        path.write_text(text)
+        with pytest.raises(UserError, match=rf"r\.toml: {message}"):
+            load_recipe(str(path))
+
+
 def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_in_one_option():
     recipes = {p.stem: load_recipe(str(p)) for p in sorted(RECIPES.glob("*.toml"))}
     assert {"fast", "fast-mix", "fast-focus", "demo-mix"} <= set(recipes)

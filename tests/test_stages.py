@@ -85,3 +85,24 @@ def test_recipe_focus_reaches_the_examples(monkeypatch, tmp_path, synth_dir):
     texts = [vocab.decode(x + y[-1:]) for x, y in seen["examples"]]
     # every synthetic line names a place after the name, so every example asks for a capitalised run
     assert all(t.split(MASK)[2][:1].isupper() for t in texts)
+
+
+def test_per_variant_tables_reach_each_variants_run(monkeypatch, tmp_path, synth_dir):
+    """[pretrain.vanilla] / [finetune.rope] override their stage for that variant only, in what is trained
+    and in what the checkpoint records."""
+    seen = _capture_draw(monkeypatch)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[pretrain]\nschedule = 'constant'\nweight_decay = 1.0\n"
+                      "[pretrain.vanilla]\nweight_decay = 0.5\nmix_qa = true\n"
+                      "[finetune]\nschedule = 'constant'\nlr = 1e-4\n[finetune.rope]\nlr = 3e-4\n")
+    decay, mixed, lr = {}, {}, {}
+    for variant in ("vanilla", "rope"):
+        info = stages.pretrain(synth_dir, tmp_path / f"{variant}.p.safetensors", variant, str(recipe), quiet=True)
+        decay[variant], mixed[variant] = seen["cfg"].weight_decay, info["mix_qa"]
+        assert info["train"]["weight_decay"] == decay[variant]
+        stages.finetune(synth_dir, tmp_path / f"{variant}.f.safetensors", variant, tmp_path / f"{variant}.p.safetensors",
+                        str(recipe), quiet=True)
+        lr[variant] = seen["cfg"].lr
+    assert decay == {"vanilla": 0.5, "rope": 1.0}
+    assert mixed == {"vanilla": True, "rope": False}
+    assert lr == {"vanilla": 1e-4, "rope": 3e-4}

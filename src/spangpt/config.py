@@ -1,7 +1,8 @@
 """Recipes (TOML files) -> ModelConfig + TrainConfig, with command-line overrides on top.
 
 A recipe has three tables: [model], [pretrain], [finetune]. Built-in recipes live in spangpt/recipes/;
-`--recipe` also takes a path to your own file.
+`--recipe` also takes a path to your own file. A stage may hold per-variant overrides as a sub-table,
+e.g. `[pretrain.vanilla]` with `weight_decay = 0.5`: the two position schemes need not want the same values.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from spangpt.errors import UserError
-from spangpt.model import ModelConfig
+from spangpt.model import VARIANTS, ModelConfig
 from spangpt.train import DECAY_ON, TrainConfig
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
@@ -42,18 +43,34 @@ def load_recipe(name_or_path: str) -> dict:
         raise UserError(f"{path}: {e}") from None
     model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)} | EXTRA_KEYS
-    for table, allowed in (("model", model_keys), ("pretrain", train_keys), ("finetune", train_keys)):
-        unknown = set(recipe.get(table, {})) - allowed
+    tables = [("model", recipe.get("model", {}), model_keys)]
+    for stage in STAGES:
+        table = recipe.get(stage, {})
+        tables.append((stage, table, train_keys | set(VARIANTS)))
+        for variant in VARIANTS:
+            if variant in table:
+                if not isinstance(table[variant], dict):
+                    raise UserError(f"{path}: [{stage}] {variant} must be a table ([{stage}.{variant}])")
+                tables.append((f"{stage}.{variant}", table[variant], train_keys))
+    for name, table, allowed in tables:
+        unknown = set(table) - allowed
         if unknown:
-            raise UserError(f"{path}: unknown key(s) in [{table}]: {', '.join(sorted(unknown))}")
+            raise UserError(f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
     recipe["name"] = path.stem
     return recipe
 
 
-def data_options(recipe: dict) -> tuple[bool, bool, float, float]:
+def stage_table(recipe: dict, stage: str, variant: str | None = None) -> dict:
+    """A stage's table with the variant's overrides ([stage.variant]) on top, the sub-tables removed."""
+    table = dict(recipe.get(stage, {}))
+    own = {v: table.pop(v, {}) for v in VARIANTS}
+    return {**table, **own.get(variant, {})}
+
+
+def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, float, float]:
     """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields):
     -> (mix_qa, window, salient_mask, focus), checked."""
-    table = recipe.get("pretrain", {})
+    table = stage_table(recipe, "pretrain", variant)
     mix_qa, window = table.get("mix_qa", False), table.get("window", False)
     probs = {k: table.get(k, 0.0) for k in ("salient_mask", "focus")}
     for key, flag in (("mix_qa", mix_qa), ("window", window)):
@@ -74,9 +91,10 @@ def model_config(recipe: dict, vocab_size: int, variant: str, overrides: dict) -
 
 
 def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, block_size: int,
-                 from_scratch: bool = False) -> TrainConfig:
-    """Resolve one stage. documents = lines of the pretraining corpus (sizes the paper's final_tokens)."""
-    kw = dict(recipe.get(stage, {}))
+                 from_scratch: bool = False, variant: str | None = None) -> TrainConfig:
+    """Resolve one stage for one variant (None: the stage's table alone). documents = lines of the
+    pretraining corpus (sizes the paper's final_tokens)."""
+    kw = stage_table(recipe, stage, variant)
     decay_epochs = kw.pop("decay_epochs", 0)
     from_scratch_epochs = kw.pop("epochs_from_scratch", None)
     for data_option in DATA_KEYS:

@@ -53,10 +53,11 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     data, out = Path(data), Path(out)
     docs, vocab = load_wiki(data / WIKI)
     rec = load_recipe(recipe)
-    recipe_mix_qa, window, salient, focus = data_options(rec)
+    recipe_mix_qa, window, salient, focus = data_options(rec, variant)
     mix_qa = recipe_mix_qa if mix_qa is None else mix_qa
     mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
-    tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size)
+    tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size,
+                        variant=variant)
     run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
            "mix_qa": mix_qa, "window": window, "salient_mask": salient,
            "focus": focus, "model": mcfg.to_dict(),
@@ -92,7 +93,7 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
         documents = len(docs)
         mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
     tcfg = train_config(rec, "finetune", train_overrides or {}, documents=documents, block_size=mcfg.block_size,
-                        from_scratch=init is None)
+                        from_scratch=init is None, variant=variant)
     examples = finetune_examples(pairs, vocab, mcfg.block_size, str(qa_path))
     run = {"stage": "finetune", "recipe": rec["name"], "data": str(data), "init": str(init) if init else None,
            "documents": documents, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
