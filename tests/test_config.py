@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from spangpt.config import builtin_recipes, data_options, load_recipe, model_config, train_config
+from spangpt.config import builtin_recipes, data_options, load_recipe, model_config, stage_table, train_config
 from spangpt.errors import UserError
 from spangpt.train import TrainConfig
 
@@ -89,8 +89,10 @@ def test_demo_mix_is_the_demo_recipe_with_the_papers_weight_decay_and_more_epoch
     assert data_options(mix) == data_options(demo) == (True, False, 0.0, 0.0)
     changed = ("decay_on", "weight_decay", "epochs")
     for stage in ("pretrain", "finetune"):
-        assert {k: v for k, v in mix[stage].items() if k not in changed} == \
-            {k: v for k, v in demo[stage].items() if k not in changed}, stage
-        assert (demo[stage]["decay_on"], demo[stage]["weight_decay"]) == ("matrices", 1.0)
-        assert (mix[stage]["decay_on"], mix[stage].get("weight_decay", TrainConfig.weight_decay)) == ("linear", 0.1)
+        for variant, demo_decay in (("rope", 1.0), ("vanilla", 0.5)):
+            d, m = stage_table(demo, stage, variant), stage_table(mix, stage, variant)
+            assert {k: v for k, v in m.items() if k not in changed} == \
+                {k: v for k, v in d.items() if k not in changed}, (stage, variant)
+            assert (d["decay_on"], d["weight_decay"]) == ("matrices", demo_decay)
+            assert (m["decay_on"], m.get("weight_decay", TrainConfig.weight_decay)) == ("linear", 0.1)
     assert (demo["pretrain"]["epochs"], mix["pretrain"]["epochs"]) == (200, 250)
