@@ -62,9 +62,9 @@ def load_recipe(name_or_path: str) -> dict:
 
 def stage_table(recipe: dict, stage: str, variant: str | None = None) -> dict:
     """A stage's table with the variant's overrides ([stage.variant]) on top, the sub-tables removed."""
-    table = dict(recipe.get(stage, {}))
-    own = {v: table.pop(v, {}) for v in VARIANTS}
-    return {**table, **own.get(variant, {})}
+    table = recipe.get(stage, {})
+    shared = {k: v for k, v in table.items() if k not in VARIANTS}
+    return {**shared, **table.get(variant, {})}
 
 
 def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, float, float]:
