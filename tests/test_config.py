@@ -96,3 +96,14 @@ def test_demo_mix_is_the_demo_recipe_with_the_papers_weight_decay_and_more_epoch
             assert (d["decay_on"], d["weight_decay"]) == ("matrices", demo_decay)
             assert (m["decay_on"], m.get("weight_decay", TrainConfig.weight_decay)) == ("linear", 0.1)
     assert (demo["pretrain"]["epochs"], mix["pretrain"]["epochs"]) == (200, 250)
+
+
+def test_fast_30min_is_fast_mix_wd_200_at_batch_64_for_140_epochs():
+    """The 30-minute recipe must stay the measured 200-epoch recipe with only the budget changed."""
+    long, short = (load_recipe(str(RECIPES / f"{n}.toml")) for n in ("fast-mix-wd-200", "fast-30min"))
+    assert short["model"] == long["model"] and short["finetune"] == long["finetune"]
+    changed = {"epochs": (200, 140), "batch_size": (32, 64), "log_interval": (155, 78)}
+    assert {k: (long["pretrain"][k], short["pretrain"][k]) for k in changed} == changed
+    assert {k: v for k, v in short["pretrain"].items() if k not in changed} == \
+        {k: v for k, v in long["pretrain"].items() if k not in changed}
+    assert data_options(short) == (True, False, 0.0, 0.0)
