@@ -31,6 +31,28 @@ def test_rope_matches_plain_reference():
         torch.testing.assert_close(got[0, 0, t], rope_reference(x[0, 0, t], t))
 
 
+def test_rope_gradient_is_the_inverse_rotation():
+    """apply_rope rotates through complex numbers: its backward must still be the real rotation's."""
+    cos, sin = rope_table(16, 8)
+    x = torch.randn(2, 3, 16, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: apply_rope(v, cos.double(), sin.double()), (x,))
+    g = torch.randn(2, 3, 16, 8, dtype=torch.float64)
+    apply_rope(x, cos.double(), sin.double()).backward(g)
+    # a rotation's transpose is the rotation by minus the angle
+    torch.testing.assert_close(x.grad, apply_rope(g, cos.double(), -sin.double()))
+
+
+def test_rope_on_bf16_slices_of_qkv_rotates_in_fp32_and_returns_bf16():
+    """As in attention under autocast: q and k are strided bf16 views of one qkv tensor."""
+    cos, sin = rope_table(16, 8)
+    qkv = torch.randn(2, 16, 3, 4, 8).to(torch.bfloat16)
+    _, k, _ = qkv.permute(2, 0, 3, 1, 4)  # (B, nh, T, hs), not contiguous
+    got = apply_rope(k, cos, sin)
+    assert got.dtype == torch.bfloat16
+    want = torch.stack([rope_reference(k[b, h, t].double(), t) for b in range(2) for h in range(4) for t in range(16)])
+    torch.testing.assert_close(got.double().reshape(-1, 8), want.to(torch.bfloat16).double(), rtol=0, atol=2e-2)
+
+
 def test_rope_preserves_norm_and_depends_only_on_offset():
     cos, sin = rope_table(64, 16)
     q, k = torch.randn(16), torch.randn(16)

@@ -72,10 +72,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate each adjacent pair (x[2i], x[2i+1]) of x (B, nh, T, hs) by the angle whose cos/sin are given.
 
     cos/sin broadcast against (B, nh, T, hs/2): (T, hs/2) for shared positions, (B, 1, T, hs/2) per row.
+    Read as a complex number x[2i] + i*x[2i+1], each pair is rotated by one complex multiply with
+    cos + i*sin: one kernel forward and one backward, where the real form (x1*cos - x2*sin, x1*sin + x2*cos,
+    then stack) makes ~8 passes over q and k (benchmarks/rope_speed.py times the two in training steps).
+    The rotation is done in the tables' precision (fp32 under bf16 autocast), then cast back.
     """
-    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, nh, T, hs/2) each
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (B, nh, T, hs/2, 2)
-    return out.flatten(-2).type_as(x)
+    dtype = torch.promote_types(x.dtype, cos.dtype)
+    xc = torch.view_as_complex(x.to(dtype).unflatten(-1, (-1, 2)))  # (B, nh, T, hs/2) complex
+    return torch.view_as_real(xc * torch.complex(cos.to(dtype), sin.to(dtype))).flatten(-2).type_as(x)
 
 
 # ----------------------------------------------------------------------------- blocks
