@@ -107,3 +107,16 @@ def test_fast_30min_is_fast_mix_wd_200_at_batch_64_for_140_epochs():
     assert {k: v for k, v in short["pretrain"].items() if k not in changed} == \
         {k: v for k, v in long["pretrain"].items() if k not in changed}
     assert data_options(short) == (True, False, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("name, changed", [
+    ("fast-90min", {"epochs": 400}),
+    ("fast-30min-focus", {"focus": 0.25}),
+])
+def test_fast_30min_descendants_change_one_key(name, changed):
+    """The measured descendants of fast-30min differ from it in one [pretrain] value, nothing else."""
+    base, new = (load_recipe(str(RECIPES / f"{n}.toml")) for n in ("fast-30min", name))
+    assert new["model"] == base["model"] and new["finetune"] == base["finetune"]
+    assert {k: v for k, v in new["pretrain"].items() if k not in changed} == \
+        {k: v for k, v in base["pretrain"].items() if k not in changed}
+    assert {k: new["pretrain"][k] for k in changed} == changed
