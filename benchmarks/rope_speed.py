@@ -66,13 +66,15 @@ def main(argv=None) -> None:
             if rope_fn is not None:
                 model_module.apply_rope = rope_fn
             t0 = time.perf_counter()
-            for b in data:
-                with ctx:
-                    _, loss = m(b.x, b.y, pos=b.pos, doc=b.doc)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            model_module.apply_rope = new_rope
+            try:
+                for b in data:
+                    with ctx:
+                        _, loss = m(b.x, b.y, pos=b.pos, doc=b.doc)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+            finally:  # never leave the old rotation patched in
+                model_module.apply_rope = new_rope
             if r:
                 times[name].append((time.perf_counter() - t0) / len(data))
     print(f"{torch.get_num_threads()} threads, {'bf16' if bf16 else 'fp32'}, batch {args.batch}, "

@@ -42,7 +42,7 @@ def test_rope_gradient_is_the_inverse_rotation():
     torch.testing.assert_close(x.grad, apply_rope(g, cos.double(), -sin.double()))
 
 
-def test_rope_on_bf16_slices_of_qkv_rotates_in_fp32_and_returns_bf16():
+def test_rope_on_strided_bf16_views_of_qkv_returns_bf16_rotations():
     """As in attention under autocast: q and k are strided bf16 views of one qkv tensor."""
     cos, sin = rope_table(16, 8)
     qkv = torch.randn(2, 16, 3, 4, 8).to(torch.bfloat16)
