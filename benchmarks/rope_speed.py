@@ -2,7 +2,7 @@
 
     python benchmarks/rope_speed.py [--steps 10] [--rounds 5] [--batch 64] [--threads N] [--precision auto]
 
-Times whole training steps (forward, backward, AdamW) of the original-size model on packed batches of random
+Times whole training steps (`train.train_step`: forward, backward, clipping, AdamW) of the original-size model on packed batches of random
 examples, alternating vanilla, RoPE and RoPE with the old rotation in every round, and prints each one's median
 seconds per step and the ratios. The old rotation is written out below and patched in for its turn only.
 """
@@ -18,7 +18,7 @@ import torch
 from spangpt import model as model_module
 from spangpt.data import pack_batch
 from spangpt.model import GPT, ModelConfig
-from spangpt.train import autocast_context, use_bf16
+from spangpt.train import autocast_context, train_step, use_bf16
 
 
 def real_rope(x, cos, sin):
@@ -68,11 +68,7 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             try:
                 for b in data:
-                    with ctx:
-                        _, loss = m(b.x, b.y, pos=b.pos, doc=b.doc)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    train_step(m, opt, b, ctx, grad_clip=1.0)
             finally:  # never leave the old rotation patched in
                 model_module.apply_rope = new_rope
             if r:
