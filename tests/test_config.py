@@ -30,7 +30,7 @@ def test_overrides_win_and_none_means_unset():
 
 
 def test_bad_recipes_are_clear_errors(tmp_path):
-    assert {"paper", "demo"} <= set(builtin_recipes())
+    assert {"paper", "demo", "fast-30min", "fast-30min-focus", "fast-90min"} <= set(builtin_recipes())
     with pytest.raises(UserError, match="unknown recipe 'nope'"):
         load_recipe("nope")
     bad = tmp_path / "bad.toml"
@@ -100,7 +100,7 @@ def test_demo_mix_is_the_demo_recipe_with_the_papers_weight_decay_and_more_epoch
 
 def test_fast_30min_is_fast_mix_wd_200_at_batch_64_for_140_epochs():
     """The 30-minute recipe must stay the measured 200-epoch recipe with only the budget changed."""
-    long, short = (load_recipe(str(RECIPES / f"{n}.toml")) for n in ("fast-mix-wd-200", "fast-30min"))
+    long, short = load_recipe(str(RECIPES / "fast-mix-wd-200.toml")), load_recipe("fast-30min")
     assert short["model"] == long["model"] and short["finetune"] == long["finetune"]
     changed = {"epochs": (200, 140), "batch_size": (32, 64), "log_interval": (155, 78)}
     assert {k: (long["pretrain"][k], short["pretrain"][k]) for k in changed} == changed
@@ -115,7 +115,7 @@ def test_fast_30min_is_fast_mix_wd_200_at_batch_64_for_140_epochs():
 ])
 def test_fast_30min_descendants_change_one_key(name, changed):
     """The measured descendants of fast-30min differ from it in one [pretrain] value, nothing else."""
-    base, new = (load_recipe(str(RECIPES / f"{n}.toml")) for n in ("fast-30min", name))
+    base, new = load_recipe("fast-30min"), load_recipe(name)  # built in: chosen by name
     assert new["model"] == base["model"] and new["finetune"] == base["finetune"]
     assert {k: v for k, v in new["pretrain"].items() if k not in changed} == \
         {k: v for k, v in base["pretrain"].items() if k not in changed}
