@@ -7,10 +7,12 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -382,3 +384,88 @@ def test_every_state_damaged_is_one_line_naming_both(tmp_path, synth_dir, capsys
 def test_negative_save_every_or_budget_is_an_error(tmp_path, synth_dir, capsys):
     assert _pretrain(synth_dir, tmp_path / "p.safetensors", "--save-every", "-1") == 2
     assert "save_every and max_minutes must be >= 0" in _one_line(capsys.readouterr().err)
+
+
+# ----------------------------------------------------------------------------- reproduce --jobs 2: workers
+
+JOBS_RECIPE = """
+[model]
+n_layer = 1
+n_head = 2
+n_embd = 16
+block_size = 32
+dropout = 0.0
+[pretrain]
+epochs = 1000
+batch_size = 16
+lr = 1e-3
+schedule = "constant"
+log_interval = 1
+[finetune]
+epochs = 1
+batch_size = 16
+lr = 1e-3
+schedule = "constant"
+"""
+
+
+def _training_workers(tmp_path, synth_dir):
+    """`reproduce --jobs 2` in a subprocess, once both pretraining workers have logged steps: (proc, out, pids)."""
+    recipe = tmp_path / "long.toml"
+    recipe.write_text(JOBS_RECIPE)
+    out = tmp_path / "table"
+    args = ["reproduce", "--data", str(synth_dir), "--out", str(out), "--recipe", str(recipe),
+            "--seeds", "0", "--jobs", "2", "--device", "cpu", "--precision", "fp32"]
+    # a session of its own: its process group is what a terminal's Ctrl-C reaches
+    proc = subprocess.Popen([sys.executable, "-m", "spangpt", *args], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    runs = [out / f"{v}.seed0.pretrain" for v in ("vanilla", "rope")]
+    wait_for(lambda: all(logged_steps(Path(f"{r}.metrics.jsonl")) >= 2 for r in runs), proc, "both workers' steps")
+    children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+    pids = [int(p) for p in children if b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]
+    assert len(pids) == 2
+    return proc, runs, pids
+
+
+def _alive(pid) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()  # a zombie has stopped; only its exit status is left
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig, to_group", [(signal.SIGTERM, False), (signal.SIGINT, True)], ids=["kill-pid", "ctrl-c"])
+def test_a_signal_to_reproduce_stops_its_workers_with_their_states_saved(tmp_path, synth_dir, sig, to_group):
+    """`kill PID` of a `reproduce --jobs 2` reaches the parent only, Ctrl-C its whole process group: either
+    way each worker gets the stop once, saves and stops, and the parent reports it as one line with status
+    128 + signal, leaving no worker behind."""
+    proc, runs, pids = _training_workers(tmp_path, synth_dir)
+    os.killpg(proc.pid, sig) if to_group else proc.send_signal(sig)
+    code, _, err = finish(proc)
+    assert code == 128 + sig, err
+    assert re.fullmatch(rf"spangpt: interrupted by {signal.Signals(sig).name} at step \d+; state saved to {re.escape(str(runs[0]))}"
+                        r"\.state\.pt; run the same command again to continue", messages(err)[-1]), err
+    for run in runs:
+        assert state.load(Path(f"{run}.state.pt"))["step"] >= 2
+    assert not any(_alive(p) for p in pids)
+    assert not (runs[0].parent / "scratch.seed0.finetune.metrics.jsonl").exists()  # the run not started stays so
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_of_a_killed_reproduce_save_and_stop_instead_of_training_on(tmp_path, synth_dir):
+    """SIGKILL of the parent cannot be passed on: each worker sees its parent gone, saves and stops."""
+    proc, runs, pids = _training_workers(tmp_path, synth_dir)
+    proc.kill()
+    proc.wait()
+    t = time.monotonic()
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() - t < 60, "orphaned workers still running a minute after their parent died"
+        time.sleep(0.05)
+    _, _, err = finish(proc)  # the workers held its pipes open until now
+    for run in runs:
+        assert state.load(Path(f"{run}.state.pt"))["step"] >= 2
+        name = run.name.removesuffix(".pretrain")  # vanilla.seed0
+        assert re.search(rf"spangpt: {name}: interrupted by SIGTERM at step \d+; state saved to .*"
+                         r"\(the parent process had died\)", err), err

@@ -148,7 +148,11 @@ def cmd_reproduce(args) -> None:
 def cmd_demo(args) -> None:
     from spangpt.reproduce import demo
 
-    demo(args.out, people=args.people, seeds=args.seeds, jobs=args.jobs)
+    try:
+        demo(args.out, people=args.people, seeds=args.seeds, jobs=args.jobs)
+    except Stopped as e:
+        e.hint = "run the same command again to continue"  # the demo resumes as reproduce does
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:

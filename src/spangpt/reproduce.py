@@ -5,19 +5,23 @@ loss-curve plot. The report reads finished results only; it never touches tensor
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+import signal
 import statistics
+import sys
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
 from spangpt import checkpoint, stages
 from spangpt.config import load_recipe
-from spangpt.errors import UserError
+from spangpt.errors import Stopped, UserError
 from spangpt.fileio import atomic_write
 from spangpt.data import load_questions
 from spangpt.evaluate import answer_loss, london_baseline
@@ -115,8 +119,76 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     return results
 
 
-def _limit_threads(threads: int) -> None:
+_parent = None  # in a pool worker: the pid of the process that started it
+_stopped = False  # in a pool worker: set once one of its runs was stopped
+
+
+def _worker_init(threads: int, parent: int) -> None:
+    global _parent
+    _parent = parent
     torch.set_num_threads(threads)
+    # Stop requests reach a worker from the parent only (_forward_stops): in a process group of its own, a
+    # terminal's Ctrl-C (sent to the whole foreground group) does not arrive twice, which would read as
+    # "stop at once" instead of "save and stop".
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()
+    # And if the parent dies, even by SIGKILL: one SIGTERM, so the worker saves and stops instead of training
+    # on as an orphan that still holds its run's lock. (Not PR_SET_PDEATHSIG: Linux sends that once per
+    # exiting thread of the parent, and a second signal means "stop at once, unsaved".)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run_queued(*args) -> dict:
+    """run_one in a pool worker, unless this worker was stopped before: a stop ends the whole table, but
+    the pool may already have handed the worker its next run, which the parent can no longer cancel."""
+    global _stopped
+    if _stopped:
+        raise CancelledError(f"{args[2]}.seed{args[6]}: not started, the table was stopped")
+    try:
+        return run_one(*args)
+    except (Stopped, KeyboardInterrupt) as e:
+        _stopped = True
+        if os.getppid() != _parent:  # orphaned (the parent was killed): nobody waits for a result, and the
+            # pool's queues never close while the other workers hold them, so leave now; the state is saved
+            with contextlib.suppress(OSError):
+                print(f"spangpt: {args[2]}.seed{args[6]}: {str(e) or 'interrupted'} (the parent process had died)",
+                      file=sys.stderr, flush=True)
+            os._exit(1)
+        raise
+
+
+@contextlib.contextmanager
+def _forward_stops(futures):
+    """While the parent waits: SIGINT or SIGTERM (Ctrl-C, `kill PID`) cancels the runs not started yet and
+    passes the signal on to the workers, which finish their step, save and stop; a second one stops them at
+    once. Off the main thread (where Python cannot set handlers) nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+
+    def forward(signum, frame):
+        got.append(signum)
+        for f in futures:
+            f.cancel()  # only those not running yet
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
+        if len(got) > 1:
+            raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _run_all(args: list[tuple], jobs: int) -> list[dict]:
@@ -127,15 +199,23 @@ def _run_all(args: list[tuple], jobs: int) -> list[dict]:
     threads = max(1, torch.get_num_threads() // jobs)
     # spawn, not fork: a forked child inherits the parent's OpenMP thread pool state and can hang in it
     with ProcessPoolExecutor(min(jobs, len(args)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_limit_threads, initargs=(threads,)) as pool:
+                             initializer=_worker_init, initargs=(threads, os.getpid())) as pool:
         pretrains = [a[4] for a in args]  # run_one's `pretrain` argument
         order = sorted(range(len(args)), key=lambda i: not pretrains[i])  # long runs first
-        futures = {i: pool.submit(run_one, *args[i]) for i in order}
-        try:
-            return [futures[i].result() for i in range(len(args))]
-        except BaseException:  # an error or Ctrl-C: start no more runs; the running ones finish or save and stop
-            pool.shutdown(cancel_futures=True)
-            raise
+        futures = [None] * len(args)
+        for i in order:
+            futures[i] = pool.submit(_run_queued, *args[i])
+        with _forward_stops(futures):
+            try:
+                return [f.result() for f in futures]
+            except BaseException:  # an error, or a stop: start no more runs; the running ones finish or save and stop
+                pool.shutdown(cancel_futures=True)
+                # a stop cancels the runs not started, so a cancelled one may come first: report the stop
+                stops = [f.exception() for f in futures if f.done() and not f.cancelled()]
+                stops = [e for e in stops if isinstance(e, Stopped)]
+                if stops:
+                    raise stops[0] from None
+                raise
 
 
 def _rows(results: dict):
