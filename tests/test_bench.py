@@ -20,7 +20,9 @@ def _corpus(d):
 def test_bench_runs_and_ends_with_the_speedup_line(synth_dir, capsys):
     argv = ["--seconds", "0.5", "--repeats", "1", "--data", str(synth_dir), "--eval-questions", "4",
             "--scaling", "--scaling-people", "20", "40", "--no-memory", *TINY]  # memory: tested below
+    threads = torch.get_num_threads()
     assert bench.main(argv) == 0
+    assert torch.get_num_threads() == threads  # --threads 1 was for the measurement, not for what runs next
     out = capsys.readouterr().out
     lines = out.rstrip("\n").split("\n")
     assert re.fullmatch(r"train speedup: \d+\.\dx  eval speedup: \d+\.\dx", lines[-1]), lines[-1]

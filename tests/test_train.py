@@ -30,6 +30,15 @@ def test_cosine_schedule_decays_once_over_the_run():
     assert lr_multiplier(1000, cfg, 1000) == lr_multiplier(5000, cfg, 1000) == 0.1
 
 
+def test_linear_schedule_warms_up_then_falls_straight_to_zero():
+    cfg = TrainConfig(schedule="linear", warmup_tokens=200)
+    assert lr_multiplier(100, cfg, 1200) == 0.5  # warmup as in the others
+    assert lr_multiplier(200, cfg, 1200) == 1.0
+    assert math.isclose(lr_multiplier(450, cfg, 1200), 0.75)  # a quarter of the 1,000 decay tokens
+    assert math.isclose(lr_multiplier(1100, cfg, 1200), 0.1)  # no floor: 0.1 is only one point on the way
+    assert lr_multiplier(1200, cfg, 1200) == lr_multiplier(5000, cfg, 1200) == 0.0
+
+
 def _one_layer_names(variant="vanilla"):
     """The parameters of a 1-layer GPT, written out by hand: (weights by kind, biases)."""
     block = "blocks.0."

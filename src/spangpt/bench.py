@@ -498,11 +498,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     args.load_at_start = _load_avg()
+    threads = torch.get_num_threads()
     try:
         return _run(args)
     except UserError as e:
         print(f"spangpt: error: {e}", file=sys.stderr)
         return 2
+    finally:  # --threads is for this measurement only, also when main() is called in-process (the tests)
+        torch.set_num_threads(threads)
 
 
 def _run(args) -> int:

@@ -42,7 +42,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     g.add_argument("--batch-size", type=int, help="examples per optimizer step")
     g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--schedule", choices=("paper", "cosine", "constant"))
+    g.add_argument("--schedule", choices=("paper", "cosine", "linear", "constant"))
     g.add_argument("--decay-on", choices=DECAY_ON, help="tensors weight decay applies to: non-bias (the original: "
                    "all but biases), matrices (nanoGPT: 2+ dims), linear (minGPT: Linear weights only)")
     g.add_argument("--seed", type=int)

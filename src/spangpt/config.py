@@ -113,6 +113,6 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
         raise UserError(f"recipe '{recipe['name']}' [{stage}]: unknown decay_on '{cfg.decay_on}' ({', '.join(DECAY_ON)})")
     if cfg.save_every < 0 or cfg.max_minutes < 0:
         raise UserError(f"save_every and max_minutes must be >= 0 (0 = off), got {cfg.save_every} and {cfg.max_minutes}")
-    if cfg.schedule not in ("paper", "cosine", "constant"):
-        raise UserError(f"unknown schedule '{cfg.schedule}' (paper, cosine or constant)")
+    if cfg.schedule not in ("paper", "cosine", "linear", "constant"):
+        raise UserError(f"unknown schedule '{cfg.schedule}' (paper, cosine, linear or constant)")
     return cfg

@@ -42,7 +42,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     # LR schedule, counted in tokens as the original: every example counts block_size-1 tokens, PAD
     # included (the original adds (y >= 0).sum() of its padded rows), whatever layout we train with.
-    schedule: str = "paper"  # "paper" | "cosine" | "constant"
+    schedule: str = "paper"  # "paper" | "cosine" | "linear" | "constant"
     warmup_tokens: int = 512 * 20
     final_tokens: int = 0  # paper: 200 * (pretraining documents) * block_size, resolved by the caller
     max_steps: int = 0  # 0 = no limit
@@ -67,11 +67,13 @@ class TrainConfig:
 
 
 def lr_multiplier(tokens: int, cfg: TrainConfig, total_tokens: int) -> float:
-    """Linear warmup, then cosine to 0.1x.
+    """Linear warmup, then cosine to 0.1x (or straight to zero).
 
     "paper" is the original exactly: progress is never clamped, so once tokens pass final_tokens the
     cosine climbs back up (650 pretraining epochs against final_tokens of 200 epochs: ~1.6 cycles).
     "cosine" decays once over this run's own total and then stays at 0.1x.
+    "linear" decays linearly to zero over this run's total ("straight to zero", Bergsma et al. 2025: it beat
+    cosine to 0.1x, more so the more tokens per parameter a run sees; ours see hundreds of epochs).
     """
     if cfg.schedule == "constant":
         return 1.0
@@ -79,6 +81,8 @@ def lr_multiplier(tokens: int, cfg: TrainConfig, total_tokens: int) -> float:
         return tokens / max(1, cfg.warmup_tokens)
     final = cfg.final_tokens if cfg.schedule == "paper" else total_tokens
     progress = (tokens - cfg.warmup_tokens) / max(1, final - cfg.warmup_tokens)
+    if cfg.schedule == "linear":
+        return max(0.0, 1.0 - progress)
     if cfg.schedule == "cosine":
         progress = min(progress, 1.0)
     return max(0.1, 0.5 * (1.0 + math.cos(math.pi * progress)))
