@@ -37,10 +37,10 @@ def pretrain_args(data, out, *extra):
     return ["pretrain", "--variant", "vanilla", "--data", str(data), "--out", str(out), *TINY, *extra]
 
 
-def spawn(args, code=None):
+def spawn(args, code=None, **popen):
     """The CLI in a subprocess: `python -m spangpt ARGS`, or `python -c CODE ARGS` to patch something first."""
     cmd = [sys.executable, "-m", "spangpt", *args] if code is None else [sys.executable, "-c", code, *args]
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def finish(proc, timeout=300):
@@ -414,11 +414,9 @@ def _training_workers(tmp_path, synth_dir):
     recipe = tmp_path / "long.toml"
     recipe.write_text(JOBS_RECIPE)
     out = tmp_path / "table"
-    args = ["reproduce", "--data", str(synth_dir), "--out", str(out), "--recipe", str(recipe),
-            "--seeds", "0", "--jobs", "2", "--device", "cpu", "--precision", "fp32"]
-    # a session of its own: its process group is what a terminal's Ctrl-C reaches
-    proc = subprocess.Popen([sys.executable, "-m", "spangpt", *args], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = spawn(["reproduce", "--data", str(synth_dir), "--out", str(out), "--recipe", str(recipe), "--seeds", "0",
+                  "--jobs", "2", "--device", "cpu", "--precision", "fp32"],
+                 start_new_session=True)  # a process group of its own: what a terminal's Ctrl-C reaches
     runs = [out / f"{v}.seed0.pretrain" for v in ("vanilla", "rope")]
     wait_for(lambda: all(logged_steps(Path(f"{r}.metrics.jsonl")) >= 2 for r in runs), proc, "both workers' steps")
     children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()

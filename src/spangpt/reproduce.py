@@ -119,13 +119,10 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     return results
 
 
-_parent = None  # in a pool worker: the pid of the process that started it
 _stopped = False  # in a pool worker: set once one of its runs was stopped
 
 
-def _worker_init(threads: int, parent: int) -> None:
-    global _parent
-    _parent = parent
+def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
     # Stop requests reach a worker from the parent only (_forward_stops): in a process group of its own, a
     # terminal's Ctrl-C (sent to the whole foreground group) does not arrive twice, which would read as
@@ -135,12 +132,11 @@ def _worker_init(threads: int, parent: int) -> None:
     # And if the parent dies, even by SIGKILL: one SIGTERM, so the worker saves and stops instead of training
     # on as an orphan that still holds its run's lock. (Not PR_SET_PDEATHSIG: Linux sends that once per
     # exiting thread of the parent, and a second signal means "stop at once, unsaved".)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=_watch_parent, daemon=True).start()
 
 
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1)
+def _watch_parent() -> None:
+    multiprocessing.parent_process().join()  # returns once the parent has ended
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -154,7 +150,7 @@ def _run_queued(*args) -> dict:
         return run_one(*args)
     except (Stopped, KeyboardInterrupt) as e:
         _stopped = True
-        if os.getppid() != _parent:  # orphaned (the parent was killed): nobody waits for a result, and the
+        if not multiprocessing.parent_process().is_alive():  # orphaned (the parent was killed): nobody waits for a result, and the
             # pool's queues never close while the other workers hold them, so leave now; the state is saved
             with contextlib.suppress(OSError):
                 print(f"spangpt: {args[2]}.seed{args[6]}: {str(e) or 'interrupted'} (the parent process had died)",
@@ -199,7 +195,7 @@ def _run_all(args: list[tuple], jobs: int) -> list[dict]:
     threads = max(1, torch.get_num_threads() // jobs)
     # spawn, not fork: a forked child inherits the parent's OpenMP thread pool state and can hang in it
     with ProcessPoolExecutor(min(jobs, len(args)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_worker_init, initargs=(threads, os.getpid())) as pool:
+                             initializer=_worker_init, initargs=(threads,)) as pool:
         pretrains = [a[4] for a in args]  # run_one's `pretrain` argument
         order = sorted(range(len(args)), key=lambda i: not pretrains[i])  # long runs first
         futures = [None] * len(args)
@@ -211,8 +207,8 @@ def _run_all(args: list[tuple], jobs: int) -> list[dict]:
             except BaseException:  # an error, or a stop: start no more runs; the running ones finish or save and stop
                 pool.shutdown(cancel_futures=True)
                 # a stop cancels the runs not started, so a cancelled one may come first: report the stop
-                stops = [f.exception() for f in futures if f.done() and not f.cancelled()]
-                stops = [e for e in stops if isinstance(e, Stopped)]
+                stops = [f.exception() for f in futures if f.done() and not f.cancelled()
+                         and isinstance(f.exception(), Stopped)]
                 if stops:
                     raise stops[0] from None
                 raise
