@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 try:
     import tomllib
@@ -21,7 +22,7 @@ from spangpt.train import DECAY_ON, TrainConfig
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
 # recipe keys that are not TrainConfig fields: they are resolved into TrainConfig values below
-DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus")  # [pretrain] data options, read by stages.pretrain
+DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus", "random_start")  # [pretrain] data options, read by stages.pretrain
 EXTRA_KEYS = {"decay_epochs", "epochs_from_scratch", *DATA_KEYS}
 
 
@@ -67,19 +68,27 @@ def stage_table(recipe: dict, stage: str, variant: str | None = None) -> dict:
     return {**shared, **table.get(variant, {})}
 
 
-def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, float, float]:
-    """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields):
-    -> (mix_qa, window, salient_mask, focus), checked."""
+class DataOptions(NamedTuple):
+    """[pretrain] options that change the examples, not the optimisation (stages.pretrain, data.py)."""
+    mix_qa: bool = False  # the training QA pairs beside the biographies, every epoch
+    window: bool = False  # data.span_corruption
+    salient_mask: float = 0.0  # data.span_corruption
+    focus: float = 0.0  # data.span_corruption
+    random_start: bool = False  # data.placed: each example at a random first position
+
+
+def data_options(recipe: dict, variant: str | None = None) -> DataOptions:
+    """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields), checked."""
     table = stage_table(recipe, "pretrain", variant)
-    mix_qa, window = table.get("mix_qa", False), table.get("window", False)
+    flags = {k: table.get(k, False) for k in ("mix_qa", "window", "random_start")}
     probs = {k: table.get(k, 0.0) for k in ("salient_mask", "focus")}
-    for key, flag in (("mix_qa", mix_qa), ("window", window)):
+    for key, flag in flags.items():
         if not isinstance(flag, bool):
             raise UserError(f"recipe '{recipe['name']}' [pretrain]: {key} must be true or false, got {flag!r}")
     for key, p in probs.items():
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise UserError(f"recipe '{recipe['name']}' [pretrain]: {key} must be a number in [0, 1], got {p!r}")
-    return mix_qa, window, float(probs["salient_mask"]), float(probs["focus"])
+    return DataOptions(**flags, **{k: float(p) for k, p in probs.items()})
 
 
 def model_config(recipe: dict, vocab_size: int, variant: str, overrides: dict) -> ModelConfig:
