@@ -124,3 +124,21 @@ def test_fast_30min_descendants_change_one_key(name, changed):
     assert {k: v for k, v in new["pretrain"].items() if k not in changed} == \
         {k: v for k, v in base["pretrain"].items() if k not in changed}
     assert {k: new["pretrain"][k] for k in changed} == changed
+
+
+def test_finetuning_from_scratch_takes_its_own_epochs_and_lr(tmp_path):
+    """The no-pretraining control may need a budget of its own: the paper gives it 75 epochs instead of
+    10; a recipe whose fine-tuning barely moves a pretrained model (lr 1e-5) gives it a usable lr."""
+    path = tmp_path / "r.toml"
+    path.write_text("[finetune]\nschedule = 'constant'\nepochs = 10\nlr = 1e-5\nepochs_from_scratch = 30\n"
+                    "lr_from_scratch = 1e-3\n[finetune.vanilla]\nlr_from_scratch = 5e-4\n")
+    r = load_recipe(str(path))
+    resolve = lambda scratch, variant=None, over={}: train_config(r, "finetune", over, documents=10, block_size=128,
+                                                                   from_scratch=scratch, variant=variant)
+    assert [(c.epochs, c.lr) for c in (resolve(False), resolve(True), resolve(True, "vanilla"))] == \
+        [(10, 1e-5), (30, 1e-3), (30, 5e-4)]
+    assert resolve(True, over={"lr": 2e-3}).lr == 2e-3  # the command line still wins
+    assert (resolve(False, over={"lr": 2e-3}).lr, resolve(False).epochs) == (2e-3, 10)
+    paper = load_recipe("paper")
+    assert [train_config(paper, "finetune", {}, documents=10, block_size=128, from_scratch=s).epochs
+            for s in (False, True)] == [10, 75]

@@ -23,7 +23,8 @@ RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
 # recipe keys that are not TrainConfig fields: they are resolved into TrainConfig values below
 DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus", "random_start")  # [pretrain] data options, read by stages.pretrain
-EXTRA_KEYS = {"decay_epochs", "epochs_from_scratch", *DATA_KEYS}
+FROM_SCRATCH = ("epochs", "lr")  # [finetune] epochs_from_scratch, lr_from_scratch: used when there is no --init
+EXTRA_KEYS = {"decay_epochs", *(f"{k}_from_scratch" for k in FROM_SCRATCH), *DATA_KEYS}
 
 
 def builtin_recipes() -> list[str]:
@@ -105,11 +106,11 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     pretraining corpus (sizes the paper's final_tokens)."""
     kw = stage_table(recipe, stage, variant)
     decay_epochs = kw.pop("decay_epochs", 0)
-    from_scratch_epochs = kw.pop("epochs_from_scratch", None)
+    scratch = {k: kw.pop(f"{k}_from_scratch") for k in FROM_SCRATCH if f"{k}_from_scratch" in kw}
     for data_option in DATA_KEYS:
         kw.pop(data_option, None)
-    if stage == "finetune" and from_scratch and from_scratch_epochs is not None:
-        kw["epochs"] = from_scratch_epochs
+    if stage == "finetune" and from_scratch:
+        kw.update(scratch)
     if decay_epochs:
         kw["final_tokens"] = decay_epochs * documents * block_size
     if "betas" in kw:
