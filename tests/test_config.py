@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from spangpt.config import DataOptions, builtin_recipes, data_options, load_recipe, model_config, stage_table, train_config
+from spangpt.config import builtin_recipes, data_options, load_recipe, model_config, stage_table, train_config
 from spangpt.errors import UserError
 from spangpt.train import TrainConfig
 
@@ -47,13 +47,12 @@ def test_bad_recipes_are_clear_errors(tmp_path):
 def test_per_variant_tables_override_their_stage_for_that_variant_only(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text("[pretrain]\nschedule = 'constant'\nweight_decay = 1.0\nlr = 3e-3\n[pretrain.vanilla]\nweight_decay = 0.5\n"
-                    "random_start = true\n[pretrain.rope]\nmix_qa = true\n")
+                    "[pretrain.rope]\nmix_qa = true\n")
     r = load_recipe(str(path))
     resolve = lambda variant: train_config(r, "pretrain", {}, documents=10, block_size=128, variant=variant)
     assert [(c.weight_decay, c.lr) for c in map(resolve, ("vanilla", "rope", None))] == \
         [(0.5, 3e-3), (1.0, 3e-3), (1.0, 3e-3)]
-    assert [data_options(r, v).mix_qa for v in ("vanilla", "rope", None)] == [False, True, False]
-    assert [data_options(r, v).random_start for v in ("vanilla", "rope", None)] == [True, False, False]
+    assert [data_options(r, v)[0] for v in ("vanilla", "rope", None)] == [False, True, False]
     # a command-line override still wins over the variant's table
     assert train_config(r, "pretrain", {"weight_decay": 0.2}, documents=10, block_size=128,
                         variant="vanilla").weight_decay == 0.2
@@ -63,9 +62,6 @@ def test_per_variant_tables_override_their_stage_for_that_variant_only(tmp_path)
         path.write_text(text)
         with pytest.raises(UserError, match=rf"r\.toml: {message}"):
             load_recipe(str(path))
-    path.write_text("[pretrain.vanilla]\nrandom_start = 1\n")
-    with pytest.raises(UserError, match=r"\[pretrain\]: random_start must be true or false, got 1"):
-        data_options(load_recipe(str(path)), "vanilla")
 
 
 def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_in_one_option():
@@ -77,9 +73,9 @@ def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_
             continue
         m = model_config(r, 100, "vanilla", {})
         assert (m.n_layer, m.n_head, m.n_embd, m.block_size) == (4, 8, 256, 128)
-    assert data_options(recipes["fast"]) == DataOptions()
-    assert data_options(recipes["fast-mix"]) == DataOptions(mix_qa=True)
-    assert data_options(recipes["fast-focus"]) == DataOptions(focus=0.5)
+    assert data_options(recipes["fast"]) == (False, False, 0.0, 0.0)
+    assert data_options(recipes["fast-mix"]) == (True, False, 0.0, 0.0)
+    assert data_options(recipes["fast-focus"]) == (False, False, 0.0, 0.5)
     fast, focus = recipes["fast"], recipes["fast-focus"]
     assert {k: v for k, v in focus["pretrain"].items() if k != "focus"} == fast["pretrain"]
     assert focus["finetune"] == fast["finetune"] and focus["model"] == fast["model"]
@@ -90,7 +86,7 @@ def test_demo_mix_is_the_demo_recipe_with_the_papers_weight_decay_and_more_epoch
     demo = load_recipe("demo")
     mix = load_recipe(str(RECIPES / "demo-mix.toml"))
     assert mix["model"] == demo["model"]
-    assert data_options(mix) == data_options(demo) == DataOptions(mix_qa=True)
+    assert data_options(mix) == data_options(demo) == (True, False, 0.0, 0.0)
     changed = ("decay_on", "weight_decay", "epochs")
     for stage in ("pretrain", "finetune"):
         for variant, demo_decay in (("rope", 1.0), ("vanilla", 0.5)):
@@ -110,7 +106,7 @@ def test_fast_30min_is_fast_mix_wd_200_at_batch_64_for_140_epochs():
     assert {k: (long["pretrain"][k], short["pretrain"][k]) for k in changed} == changed
     assert {k: v for k, v in short["pretrain"].items() if k not in changed} == \
         {k: v for k, v in long["pretrain"].items() if k not in changed}
-    assert data_options(short) == DataOptions(mix_qa=True)
+    assert data_options(short) == (True, False, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("name, changed", [

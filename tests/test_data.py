@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spangpt.data import (batches, finetune_example, load_corpus, load_questions, pack_batch, pack_rows, pad_batch,
-                          padded_strings, placed, pretrain_example, span_corruption)
+                          padded_strings, pretrain_example, span_corruption)
 from spangpt.errors import UserError
 from spangpt.vocab import MASK, PAD, PAD_ID, Vocab
 
@@ -201,31 +201,6 @@ def test_packed_batch_holds_each_example_with_restarting_positions():
             found.append((b.x[r, cols].tolist(), b.y[r, cols].tolist()))
     assert sorted(found) == sorted(ex)
     assert b.n_targets == pad_batch(ex, BLOCK).n_targets
-
-
-def test_placed_examples_start_anywhere_they_fit_and_both_layouts_give_those_positions():
-    rng = random.Random(0)
-    ex = _examples(40)
-    starts = {}
-    for _ in range(200):  # a 3-token example can start at 0..125; both ends are reached
-        x, y, s = placed(ex[0], BLOCK, rng)
-        assert (x, y) == ex[0] and 0 <= s <= BLOCK - len(x)
-        starts.setdefault(len(x), set()).add(s)
-    assert {0, BLOCK - len(ex[0][0])} <= starts[len(ex[0][0])]
-    moved = [placed(e, BLOCK, rng) for e in ex]
-    b = pack_batch(moved, BLOCK)
-    for r in range(b.x.size(0)):
-        for d in b.doc[r].unique().tolist():
-            if d < 0:
-                continue
-            cols = (b.doc[r] == d).nonzero().flatten()
-            x, y, s = next(m for m in moved if m[0] == b.x[r, cols].tolist())
-            assert torch.equal(b.pos[r, cols], torch.arange(s, s + len(x)))
-    p = pad_batch(moved, BLOCK)
-    assert int(p.pos.max()) == BLOCK - 1  # never past the position table
-    for row, (x, _, s) in enumerate(moved):
-        assert torch.equal(p.pos[row, : len(x)], torch.arange(s, s + len(x)))
-    assert pad_batch(ex, BLOCK).pos is None  # unplaced examples keep the original layout: positions 0..
 
 
 def test_batches_cover_every_example_once_in_batches_of_batch_size():

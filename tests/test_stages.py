@@ -87,20 +87,6 @@ def test_recipe_focus_reaches_the_examples(monkeypatch, tmp_path, synth_dir):
     assert all(t.split(MASK)[2][:1].isupper() for t in texts)
 
 
-def test_recipe_random_start_places_every_pretraining_example(monkeypatch, tmp_path, synth_dir):
-    seen = _capture_draw(monkeypatch)
-    recipe = tmp_path / "r.toml"
-    recipe.write_text("[pretrain]\nschedule = 'constant'\nmix_qa = true\n[pretrain.vanilla]\nrandom_start = true\n")
-    info = stages.pretrain(synth_dir, tmp_path / "v.safetensors", "vanilla", str(recipe), quiet=True)
-    assert info["random_start"] is True
-    placed = seen["examples"]
-    assert all(len(ex) == 3 and 0 <= ex[2] <= 128 - len(ex[0]) for ex in placed)  # biographies and QA pairs
-    assert len({ex[2] for ex in placed}) > 50  # spread over the block, not one shift for all
-    info = stages.pretrain(synth_dir, tmp_path / "r.safetensors", "rope", str(recipe), quiet=True)
-    assert info["random_start"] is False and all(len(ex) == 2 for ex in seen["examples"])
-    assert len(seen["examples"]) == len(placed)
-
-
 def test_per_variant_tables_reach_each_variants_run(monkeypatch, tmp_path, synth_dir):
     """[pretrain.vanilla] / [finetune.rope] override their stage for that variant only, in what is trained
     and in what the checkpoint records."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import NamedTuple
 
 try:
     import tomllib
@@ -22,7 +21,7 @@ from spangpt.train import DECAY_ON, TrainConfig
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
 # recipe keys that are not TrainConfig fields: they are resolved into TrainConfig values below
-DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus", "random_start")  # [pretrain] data options, read by stages.pretrain
+DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus")  # [pretrain] data options, read by stages.pretrain
 FROM_SCRATCH = ("epochs", "lr")  # [finetune] epochs_from_scratch, lr_from_scratch: used when there is no --init
 EXTRA_KEYS = {"decay_epochs", *(f"{k}_from_scratch" for k in FROM_SCRATCH), *DATA_KEYS}
 
@@ -69,27 +68,19 @@ def stage_table(recipe: dict, stage: str, variant: str | None = None) -> dict:
     return {**shared, **table.get(variant, {})}
 
 
-class DataOptions(NamedTuple):
-    """[pretrain] options that change the examples, not the optimisation (stages.pretrain, data.py)."""
-    mix_qa: bool = False  # the training QA pairs beside the biographies, every epoch
-    window: bool = False  # data.span_corruption
-    salient_mask: float = 0.0  # data.span_corruption
-    focus: float = 0.0  # data.span_corruption
-    random_start: bool = False  # data.placed: each example at a random first position
-
-
-def data_options(recipe: dict, variant: str | None = None) -> DataOptions:
-    """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields), checked."""
+def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, float, float]:
+    """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields):
+    -> (mix_qa, window, salient_mask, focus), checked."""
     table = stage_table(recipe, "pretrain", variant)
-    flags = {k: table.get(k, False) for k in ("mix_qa", "window", "random_start")}
+    mix_qa, window = table.get("mix_qa", False), table.get("window", False)
     probs = {k: table.get(k, 0.0) for k in ("salient_mask", "focus")}
-    for key, flag in flags.items():
+    for key, flag in (("mix_qa", mix_qa), ("window", window)):
         if not isinstance(flag, bool):
             raise UserError(f"recipe '{recipe['name']}' [pretrain]: {key} must be true or false, got {flag!r}")
     for key, p in probs.items():
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise UserError(f"recipe '{recipe['name']}' [pretrain]: {key} must be a number in [0, 1], got {p!r}")
-    return DataOptions(**flags, **{k: float(p) for k, p in probs.items()})
+    return mix_qa, window, float(probs["salient_mask"]), float(probs["focus"])
 
 
 def model_config(recipe: dict, vocab_size: int, variant: str, overrides: dict) -> ModelConfig:

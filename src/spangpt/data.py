@@ -1,10 +1,9 @@
 """Text files -> training examples -> batches.
 
 An *example* is a pair of equal-length id lists (x, y): the model reads x and is trained to predict y,
-where y == PAD means "no loss here". It may carry a third item, the position of its first token (see
-placed; default 0). We keep examples unpadded and choose the layout at batch time:
+where y == PAD means "no loss here". We keep examples unpadded and choose the layout at batch time:
 - padded: one example per row, PAD up to block_size-1 (exactly what the original code feeds the model);
-- packed: several examples per row, each attending only to itself, positions restarting at its start.
+- packed: several examples per row, each attending only to itself, positions restarting at 0.
 Both layouts give the same loss (the mean over real target tokens of the batch); packing just stops
 spending ~60% of the compute on PAD positions.
 """
@@ -173,23 +172,6 @@ def pretrain_example(doc: str, vocab: Vocab, block_size: int, rng: random.Random
     return shift(ids, ids[1:], block_size)
 
 
-def placed(example, block_size: int, rng: random.Random):
-    """The example with a random first position in [0, block_size - len(x)] instead of 0: (x, y, start).
-
-    Only learned absolute positions ("vanilla") see the difference; RoPE's attention depends on relative
-    positions alone. A vanilla model trained with every line at position 0 keys what it memorises on
-    where the name stands: the demo's vanilla models recall a line's fact from the line itself but
-    lose nearly all of it when the same line is shifted by four characters (README, "The demo").
-    Randomised positions (Ruoss et al. 2023) make the name, not its position, the key.
-    """
-    x, y = example[0], example[1]
-    return x, y, rng.randint(0, block_size - len(x))
-
-
-def start_of(example) -> int:
-    return example[2] if len(example) > 2 else 0
-
-
 def qa_string(question: str, answer: str) -> str:
     return question + MASK + answer + MASK
 
@@ -243,7 +225,7 @@ class Batch:
 
 
 def _length_sums(examples) -> dict:
-    lengths = [len(ex[0]) for ex in examples]
+    lengths = [len(x) for x, _ in examples]
     return {"sum_len": sum(lengths), "sum_len_sq": sum(n * n for n in lengths)}
 
 
@@ -252,14 +234,10 @@ def pad_batch(examples, block_size: int) -> Batch:
     T = block_size - 1
     x = torch.full((len(examples), T), PAD_ID, dtype=torch.long)
     y = torch.full((len(examples), T), PAD_ID, dtype=torch.long)
-    for r, (xi, yi, *_) in enumerate(examples):
+    for r, (xi, yi) in enumerate(examples):
         x[r, : len(xi)] = torch.tensor(xi)
         y[r, : len(yi)] = torch.tensor(yi)
-    starts = torch.tensor([start_of(ex) for ex in examples])
-    pos = None
-    if starts.any():  # PAD columns past block_size-1 take the last position: causal attention never reads them
-        pos = (torch.arange(T)[None, :] + starts[:, None]).clamp(max=block_size - 1)
-    return Batch(x, y, pos, n_examples=len(examples), **_length_sums(examples))
+    return Batch(x, y, n_examples=len(examples), **_length_sums(examples))
 
 
 def pack_rows(lengths, capacity: int) -> list[list[int]]:
@@ -289,7 +267,7 @@ def pack_rows(lengths, capacity: int) -> list[list[int]]:
 def pack_batch(examples, block_size: int) -> Batch:
     """Several examples per row of block_size tokens; returns positions and per-row example ids."""
     T = block_size
-    rows = pack_rows([len(ex[0]) for ex in examples], T)
+    rows = pack_rows([len(x) for x, _ in examples], T)
     B = len(rows)
     x = torch.full((B, T), PAD_ID, dtype=torch.long)
     y = torch.full((B, T), PAD_ID, dtype=torch.long)
@@ -298,11 +276,11 @@ def pack_batch(examples, block_size: int) -> Batch:
     for r, members in enumerate(rows):
         t = 0
         for k, i in enumerate(members):
-            xi, yi, s = examples[i][0], examples[i][1], start_of(examples[i])
+            xi, yi = examples[i]
             n = len(xi)
             x[r, t : t + n] = torch.tensor(xi)
             y[r, t : t + n] = torch.tensor(yi)
-            pos[r, t : t + n] = torch.arange(s, s + n)
+            pos[r, t : t + n] = torch.arange(n)
             doc[r, t : t + n] = k
             t += n
     return Batch(x, y, pos, doc, len(examples), **_length_sums(examples))

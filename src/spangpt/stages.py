@@ -13,7 +13,7 @@ import torch
 
 from spangpt import checkpoint, distributed, state
 from spangpt.config import data_options, load_recipe, model_config, train_config
-from spangpt.data import finetune_examples, load_corpus, load_questions, load_wiki, placed, pretrain_example
+from spangpt.data import finetune_examples, load_corpus, load_questions, load_wiki, pretrain_example
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.evaluate import accuracy, predict, write_predictions
@@ -45,7 +45,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     seeing some people's facts as QA while the biographies are memorised makes the facts of *other*
     people extractable.
     The recipe's [pretrain] may also set `window = true`, `salient_mask = P` and `focus = P`
-    (data.span_corruption), and `random_start = true` (data.placed).
+    (data.span_corruption).
 
     resume: None (start over; refused while an unfinished run's state is saved for `out`), "auto"
     (continue from the saved state if there is one; a finished run is returned as it is), or a state file.
@@ -53,15 +53,14 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     data, out = Path(data), Path(out)
     docs, vocab = load_wiki(data / WIKI)
     rec = load_recipe(recipe)
-    opts = data_options(rec, variant)
-    mix_qa = opts.mix_qa if mix_qa is None else mix_qa
-    window, salient, focus = opts.window, opts.salient_mask, opts.focus
+    recipe_mix_qa, window, salient, focus = data_options(rec, variant)
+    mix_qa = recipe_mix_qa if mix_qa is None else mix_qa
     mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
     tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size,
                         variant=variant)
     run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
            "mix_qa": mix_qa, "window": window, "salient_mask": salient,
-           "focus": focus, "random_start": opts.random_start, "model": mcfg.to_dict(),
+           "focus": focus, "model": mcfg.to_dict(),
            "train": tcfg.to_dict()}
     torch.manual_seed(tcfg.seed)  # the initial weights are part of what --seed fixes
     model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
@@ -70,8 +69,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     qa = finetune_examples(load_questions(data / TRAIN_QA), vocab, block, str(data / TRAIN_QA)) if mix_qa else []
 
     def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
-        examples = [pretrain_example(d, vocab, block, rng, window, salient, focus) for d in docs] + qa
-        return [placed(ex, block, rng) for ex in examples] if opts.random_start else examples
+        return [pretrain_example(d, vocab, block, rng, window, salient, focus) for d in docs] + qa
 
     return _fit(out, model, vocab, draw, tcfg, run, f"pretrain {variant}", resume, quiet)
 

@@ -303,8 +303,8 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                 mine, weight = distributed.shard(chosen, rank, world)
                 # the global batch's numbers (every rank knows them: no communication): they drive the
                 # schedule, the counters and the loss normalisation exactly as in one process
-                lengths = [len(ex[0]) for ex in chosen]
-                whole = (len(chosen), sum(len(ex[1]) - ex[1].count(PAD_ID) for ex in chosen), sum(lengths),
+                lengths = [len(x) for x, _ in chosen]
+                whole = (len(chosen), sum(len(y) - y.count(PAD_ID) for _, y in chosen), sum(lengths),
                          sum(n * n for n in lengths), weight)
                 yield epoch, i, epoch_rng, make_batch(mine, block, cfg.pack), whole
 
