@@ -1,11 +1,12 @@
 """End to end: pretraining is what answers questions about people the fine-tuning never saw.
 
 The demo's RoPE run: its 500-person `simple` corpus and the `demo` recipe (the training QA pairs mixed
-into pretraining, weight decay 1.0 on every matrix). The dev people are in no QA pair, so a right answer
-about them has to come from their biography in wiki.txt; without pretraining the model can only guess.
-Measured (README, "End-to-end test"): 52, 43 and 50 of 85 dev answers for training seeds 0, 1 and 2,
-against 0/85 without pretraining and 5/85 for always "London". The thresholds sit at half the worst seed:
-fp32 is pinned, but another CPU's kernels round differently and 200 epochs amplify that into another draw.
+into pretraining, weight decay 1.0 on every matrix, a linear decay to zero, fine-tuning at lr 1e-5). The dev
+people are in no QA pair, so a right answer about them has to come from their biography in wiki.txt; without
+pretraining the model can only guess. Measured (README, "End-to-end test"): 67, 65 and 62 of 85 dev answers
+for training seeds 0, 1 and 2, against 0/85 without pretraining and 5/85 for always "London" (the recipe
+before session 20 gave 52, 43 and 50). The thresholds sit near half the worst seed: fp32 is pinned, but
+another CPU's kernels round differently and 200 epochs amplify that into another draw.
 A smaller corpus was too fragile for a test: 200 people at 250 epochs gave 12, 2 and 10 of 34.
 """
 import pytest
@@ -36,5 +37,5 @@ def test_pretraining_answers_questions_about_people_finetuning_never_saw(tmp_pat
     _, (em_scratch, _) = stages.evaluate(scratch, data / "birth_dev.tsv", None, "cpu")
     london, _ = london_baseline([a for _, a in dev])
     print(f"\ndev exact match: pretrained {em_pre}/{n}, no pretraining {em_scratch}/{n}, always London {london}/{n}")
-    assert em_pre >= em_scratch + 0.25 * n  # measured 52 (seed 0) against 0
-    assert em_pre >= 3 * london  # measured 52 against 5
+    assert em_pre >= em_scratch + 0.35 * n  # measured 67 (seed 0) against 0
+    assert em_pre >= 5 * london  # measured 67 against 5
