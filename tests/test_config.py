@@ -141,14 +141,18 @@ def test_finetuning_from_scratch_takes_its_own_epochs_and_lr(tmp_path):
             for s in (False, True)] == [10, 75]
 
 
-def test_demo_is_demo_cosine_with_a_linear_decay_and_a_light_fine_tuning():
+def test_demo_is_demo_cosine_with_a_linear_decay_a_light_fine_tuning_and_longer_vanilla():
     """The README's demo numbers before session 20 were measured with demo-cosine: keep the two apart by
     exactly the measured change."""
     demo, old = load_recipe("demo"), load_recipe(str(RECIPES / "demo-cosine.toml"))
     assert demo["model"] == old["model"] and data_options(demo) == data_options(old)
-    assert {k: v for k, v in demo["pretrain"].items() if k != "schedule"} == \
-        {k: v for k, v in old["pretrain"].items() if k != "schedule"}
+    assert {k: v for k, v in demo["pretrain"].items() if k not in ("schedule", "vanilla")} == \
+        {k: v for k, v in old["pretrain"].items() if k not in ("schedule", "vanilla")}
     assert (old["pretrain"]["schedule"], demo["pretrain"]["schedule"]) == ("cosine", "linear")
+    assert (old["pretrain"]["vanilla"], demo["pretrain"]["vanilla"]) == \
+        ({"weight_decay": 0.5}, {"weight_decay": 0.5, "epochs": 250})  # vanilla's answers come later
+    epochs = lambda v: train_config(demo, "pretrain", {}, documents=10, block_size=128, variant=v).epochs
+    assert (epochs("vanilla"), epochs("rope")) == (250, 200)
     changed = {"lr": (1e-4, 1e-5), "lr_from_scratch": (None, 1e-3)}
     assert {k: (old["finetune"].get(k), demo["finetune"].get(k)) for k in changed} == changed
     assert {k: v for k, v in demo["finetune"].items() if k not in changed} == \
