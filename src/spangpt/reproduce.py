@@ -207,8 +207,8 @@ def _run_all(args: list[tuple], jobs: int) -> list[dict]:
             except BaseException:  # an error, or a stop: start no more runs; the running ones finish or save and stop
                 pool.shutdown(cancel_futures=True)
                 # a stop cancels the runs not started, so a cancelled one may come first: report the stop
-                stops = [f.exception() for f in futures if f.done() and not f.cancelled()
-                         and isinstance(f.exception(), Stopped)]
+                ended = [f.exception() for f in futures if f.done() and not f.cancelled()]
+                stops = [e for e in ended if isinstance(e, Stopped)]
                 if stops:
                     raise stops[0] from None
                 raise
