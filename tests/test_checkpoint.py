@@ -1,3 +1,6 @@
+import os
+import stat
+
 import pytest
 import torch
 
@@ -129,3 +132,25 @@ def test_non_finite_weights_are_refused(tmp_path):
     checkpoint.save(p, m, VOCAB)
     with pytest.raises(UserError, match=r"non-finite weights in \['head.weight'\]"):
         checkpoint.load(p)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_permissions_of_a_plain_open(tmp_path, umask):
+    """mkstemp makes its temp file 0600 and the rename keeps it: checkpoints, predictions and states must
+    follow the umask instead, as open() would (others can read a run's files on a shared machine)."""
+    from spangpt import state
+
+    old = os.umask(umask)
+    try:
+        plain = tmp_path / "plain"
+        plain.write_text("x")
+        ckpt = tmp_path / "m.safetensors"
+        checkpoint.save(ckpt, GPT(ModelConfig(**CFG)), VOCAB)
+        st = tmp_path / "m.state.pt"
+        state.save(st, {"step": 1})
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE(plain.stat().st_mode) == expected  # the independent reference
+    assert stat.S_IMODE(ckpt.stat().st_mode) == expected
+    assert stat.S_IMODE(st.stat().st_mode) == expected

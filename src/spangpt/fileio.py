@@ -16,15 +16,31 @@ def atomic_write(path, write) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
         write(tmp)
+        plain_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def temp_beside(path: Path) -> str:
+    """A new empty temp file in path's folder, so that the final rename is atomic."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return tmp
+
+
+def plain_mode(tmp) -> None:
+    """Give a finished temp file the permissions open() would have (0666 less the umask) before it is
+    renamed into place: mkstemp makes it owner-only, some writers (safetensors) do too, and the rename
+    keeps whatever it has."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
 
 
 def read_bytes(path, what: str = "file") -> bytes:

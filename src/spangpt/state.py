@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from spangpt.errors import UserError
-from spangpt.fileio import read_bytes
+from spangpt.fileio import plain_mode, read_bytes, temp_beside
 
 try:
     import fcntl
@@ -52,12 +51,13 @@ def save(path, payload: dict) -> None:
     torch.save(payload, buf)
     data = buf.getvalue()
     blob = MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the state
+        plain_mode(tmp)
         _commit(Path(tmp), path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
