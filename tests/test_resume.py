@@ -328,6 +328,34 @@ def test_resume_with_other_settings_is_refused(tmp_path, synth_dir, capsys):
     assert _pretrain(synth_dir, out, "--resume", "auto", "--log-interval", "3", "--save-every", "2") == 0
 
 
+def test_finetune_from_other_pretrained_weights_is_another_run(tmp_path, synth_dir, capsys):
+    """A fine-tuning state or checkpoint is only reused for the same --init weights: the settings and data
+    alone cannot tell two pretrained models apart."""
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert _pretrain(synth_dir, a, "--block-size", "96") == 0  # room for the QA pairs
+    assert _pretrain(synth_dir, b, "--block-size", "96", "--seed", "1") == 0
+    ft = tmp_path / "f.safetensors"
+
+    def finetune(init, *extra):
+        no_model_options = FAST[:2] + FAST[10:]  # the model comes from --init
+        return main(["finetune", "--variant", "rope", "--data", str(synth_dir), "--init", str(init), "--out", str(ft),
+                     *no_model_options, *extra])
+
+    assert finetune(a, "--max-minutes", "0.000001") == 75  # unfinished, from a
+    capsys.readouterr()
+    assert finetune(b, "--resume", "auto") == 2
+    assert "f.state.pt: saved by a run with other settings (it started from other weights (another --init))" in \
+        _one_line(capsys.readouterr().err)
+    assert finetune(a, "--resume", "auto") == 0  # the same weights under another name would do as well
+    capsys.readouterr()
+    assert finetune(b, "--resume", "auto") == 2  # finished from a: not "finished before" for b
+    assert "it started from other weights" in _one_line(capsys.readouterr().err)
+    c = tmp_path / "copy of a.safetensors"
+    c.write_bytes(a.read_bytes())
+    assert finetune(c, "--resume", "auto") == 0
+    assert f"{ft}: finished before" in capsys.readouterr().out
+
+
 def test_second_run_on_the_same_out_is_refused_by_the_lock(tmp_path, synth_dir, capsys):
     out = tmp_path / "p.safetensors"
     with state.lock(out):  # another open file description: flock treats it as another process would

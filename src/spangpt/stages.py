@@ -96,6 +96,7 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
                         from_scratch=init is None, variant=variant)
     examples = finetune_examples(pairs, vocab, mcfg.block_size, str(qa_path))
     run = {"stage": "finetune", "recipe": rec["name"], "data": str(data), "init": str(init) if init else None,
+           "init_weights": state.weights_digest(model) if init else None,
            "documents": documents, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
     torch.manual_seed(tcfg.seed)
     pretrained = model if init is not None else None
@@ -116,7 +117,7 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
     main = distributed.is_main()
     with state.lock(out) if main else nullcontext():
         try:
-            outcome = _resume_point(out, state_path, model, draw, tcfg, resume) if main else None
+            outcome = _resume_point(out, state_path, model, draw, tcfg, resume, run.get("init_weights")) if main else None
         except UserError as e:  # every rank reports it and exits 2, rather than the others hanging
             outcome = e
         outcome = distributed.broadcast(outcome)
@@ -129,7 +130,8 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
             if saved is not None:
                 print(f"resuming from {saved['path']} at step {saved['step']}", flush=True)
             _start(run, out, quiet)
-        res = train(model, draw, tcfg, sidecar(out, ".metrics.jsonl"), desc, state_path=state_path, resume=saved)
+        res = train(model, draw, tcfg, sidecar(out, ".metrics.jsonl"), desc, state_path=state_path, resume=saved,
+                    init=run.get("init_weights"))
         info = {**run, "result": _summary(res)}
         if main:
             checkpoint.save(out, model, vocab, info)
@@ -138,12 +140,13 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
     return info
 
 
-def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | None) -> dict | None:
+def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | None,
+                  init: str | None = None) -> dict | None:
     """The state to continue from (None: start over), or the info of a run that already finished."""
     state.clean_temp_files(state_path)
     saved = _saved_state(state_path, resume)
     if saved is not None and saved["finished"] and out.is_file():
-        now = state.fingerprint(model.cfg.to_dict(), tcfg.to_dict(), draw(random.Random(tcfg.seed)))
+        now = state.fingerprint(model.cfg.to_dict(), tcfg.to_dict(), draw(random.Random(tcfg.seed)), init)
         state.check_same_run(saved["run"], now, saved["path"])
         return {**checkpoint.read_info(out), "finished_before": True}
     return saved

@@ -144,12 +144,26 @@ def clean_temp_files(state: Path) -> None:
 # ----------------------------------------------------------------------------- is it the same run?
 
 
-def fingerprint(model_cfg: dict, train_cfg: dict, examples) -> dict:
+def fingerprint(model_cfg: dict, train_cfg: dict, examples, init: str | None = None) -> dict:
     """What a resumed run must share with the saved one: the model, the training settings (but not how
-    they are run: RUN_ONLY) and the data (a hash of the first epoch's examples)."""
+    they are run: RUN_ONLY), the data (a hash of the first epoch's examples) and, for a fine-tuning run,
+    the pretrained weights it started from (init: weights_digest of them; another --init is another run)."""
     data = hashlib.sha256(repr(examples).encode()).hexdigest()[:16]
     train = {k: v for k, v in train_cfg.items() if k not in RUN_ONLY}
-    return json.loads(json.dumps({"model": model_cfg, "train": train, "data": data}))  # tuples -> lists
+    found = {"model": model_cfg, "train": train, "data": data}
+    if init is not None:  # absent otherwise, so states saved before this key existed still resume
+        found["init"] = init
+    return json.loads(json.dumps(found))  # tuples -> lists
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A hash of a model's weights, names included (the init of a fine-tuning run: read from a file, so
+    the same bytes on every machine; random initial weights are not hashed, being fixed by the seed)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def check_same_run(saved: dict, now: dict, path) -> None:
@@ -158,6 +172,8 @@ def check_same_run(saved: dict, now: dict, path) -> None:
              if saved[part].get(k) != now[part].get(k)]
     if saved["data"] != now["data"]:
         diffs.append("the training data differs")
+    if saved.get("init") != now.get("init"):
+        diffs.append("it started from other weights (another --init)")
     if diffs:
         raise UserError(f"{path}: saved by a run with other settings ({'; '.join(diffs[:3])}); "
                         "resume with the same options, or use another --out")

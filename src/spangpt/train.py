@@ -218,13 +218,14 @@ class TrainResult:
 
 
 def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: str = "train",
-          state_path=None, resume: dict | None = None) -> TrainResult:
+          state_path=None, resume: dict | None = None, init: str | None = None) -> TrainResult:
     """Train `model` in place. draw_examples(rng) -> list of (x, y) id lists for one epoch.
 
     state_path: where to keep the resumable state (spangpt.state): saved every cfg.save_every steps, at
     the end, and when SIGINT/SIGTERM or cfg.max_minutes stops the run early (then errors.Stopped is
     raised). resume: a state from state.load, to continue exactly where it was saved: on the CPU in fp32
-    the weights and losses then equal an uninterrupted run's, bit for bit.
+    the weights and losses then equal an uninterrupted run's, bit for bit. init: state.weights_digest of
+    the pretrained weights a fine-tuning run starts from, so that a state is resumed only from the same.
     """
     # Under torchrun (spangpt.distributed) every rank runs this same loop on its shard of each batch.
     rank, world = distributed.rank(), distributed.world_size()
@@ -256,7 +257,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     total_tokens = cfg.epochs * len(first) * tokens_per_example
-    run = state.fingerprint(model.cfg.to_dict(), cfg.to_dict(), first)
+    run = state.fingerprint(model.cfg.to_dict(), cfg.to_dict(), first, init)
 
     res = TrainResult()
     loss_sum = torch.zeros((), device=device)  # summed on device; synced only every log_interval steps
