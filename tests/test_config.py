@@ -44,6 +44,36 @@ def test_bad_recipes_are_clear_errors(tmp_path):
         model_config(load_recipe("paper"), 100, "vanilla", {"n_head": 7})
 
 
+def test_keys_in_the_wrong_place_are_errors_not_silently_dropped(tmp_path):
+    path = tmp_path / "r.toml"
+    for text, message in (("[finetune]\nmix_qa = true\n", r"\[finetune\] cannot set mix_qa: only \[pretrain\] reads it"),
+                          ("[pretrain]\nepochs_from_scratch = 5\n", r"\[pretrain\] cannot set epochs_from_scratch: only \[finetune\]"),
+                          ("[finetune.rope]\nfocus = 0.5\n", r"\[finetune\.rope\] cannot set focus"),
+                          ("[model]\nvariant = 'rope'\n", r"\[model\] cannot set variant: it comes from --variant"),
+                          ("[model]\nvocab_size = 300\n", r"\[model\] cannot set vocab_size: it comes from the corpus")):
+        path.write_text(text)
+        with pytest.raises(UserError, match=rf"r\.toml: {message}"):
+            load_recipe(str(path))
+    path.write_text("[pretrain]\ndecay_epochs = 5\nmix_qa = true\n[finetune]\ndecay_epochs = 5\nlr_from_scratch = 1e-3\n")
+    load_recipe(str(path))  # each where it is read
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"batch_size": 0}, r"\[pretrain\]: batch_size must be a whole number >= 1, got 0"),
+    ({"log_interval": 0}, r"log_interval must be a whole number >= 1, got 0"),
+    ({"epochs": 0}, r"epochs must be a whole number >= 1, got 0"),
+    ({"epochs": 2.5}, r"epochs must be a whole number >= 1, got 2\.5"),
+    ({"max_steps": -1}, r"max_steps must be a whole number >= 0 \(0 = no limit\), got -1"),
+    ({"lr": 0.0}, r"lr must be a number > 0, got 0\.0"),
+    ({"lr": float("nan")}, r"lr must be a number > 0, got nan"),
+])
+def test_values_no_run_could_use_are_one_line_errors(override, message):
+    """Before, batch size or log interval 0 divided by zero deep in training, and 0 epochs or steps wrote an
+    untrained checkpoint with loss nan."""
+    with pytest.raises(UserError, match=message):
+        train_config(load_recipe("paper"), "pretrain", override, documents=10, block_size=128)
+
+
 def test_per_variant_tables_override_their_stage_for_that_variant_only(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text("[pretrain]\nschedule = 'constant'\nweight_decay = 1.0\nlr = 3e-3\n[pretrain.vanilla]\nweight_decay = 0.5\n"

@@ -23,7 +23,10 @@ STAGES = ("pretrain", "finetune")
 # recipe keys that are not TrainConfig fields: they are resolved into TrainConfig values below
 DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus")  # [pretrain] data options, read by stages.pretrain
 FROM_SCRATCH = ("epochs", "lr")  # [finetune] epochs_from_scratch, lr_from_scratch: used when there is no --init
-EXTRA_KEYS = {"decay_epochs", *(f"{k}_from_scratch" for k in FROM_SCRATCH), *DATA_KEYS}
+# the stage each extra key belongs to: elsewhere it would be read by nobody, so it is an error there
+EXTRA_KEYS = {"decay_epochs": STAGES, **{f"{k}_from_scratch": ("finetune",) for k in FROM_SCRATCH},
+              **{k: ("pretrain",) for k in DATA_KEYS}}
+NOT_IN_RECIPE = {"variant": "--variant", "vocab_size": "the corpus"}  # ModelConfig fields set elsewhere
 
 
 def builtin_recipes() -> list[str]:
@@ -42,11 +45,15 @@ def load_recipe(name_or_path: str) -> dict:
         recipe = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: {e}") from None
-    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)} | EXTRA_KEYS
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)} - set(NOT_IN_RECIPE)
+    for key, source in NOT_IN_RECIPE.items():
+        if key in recipe.get("model", {}):
+            raise UserError(f"{path}: [model] cannot set {key}: it comes from {source}")
     tables = [("model", recipe.get("model", {}), model_keys)]
     for stage in STAGES:
         table = recipe.get(stage, {})
+        extra = {key for key, stages in EXTRA_KEYS.items() if stage in stages}
+        train_keys = {f.name for f in dataclasses.fields(TrainConfig)} | extra
         tables.append((stage, table, train_keys | set(VARIANTS)))
         for variant in VARIANTS:
             if variant in table:
@@ -54,6 +61,10 @@ def load_recipe(name_or_path: str) -> dict:
                     raise UserError(f"{path}: [{stage}] {variant} must be a table ([{stage}.{variant}])")
                 tables.append((f"{stage}.{variant}", table[variant], train_keys))
     for name, table, allowed in tables:
+        misplaced = sorted(k for k in set(table) - allowed if k in EXTRA_KEYS)
+        if misplaced:
+            raise UserError(f"{path}: [{name}] cannot set {', '.join(misplaced)}: only "
+                            f"[{EXTRA_KEYS[misplaced[0]][0]}] reads it")
         unknown = set(table) - allowed
         if unknown:
             raise UserError(f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
@@ -112,6 +123,14 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
         raise UserError(f"recipe '{recipe['name']}' [{stage}]: schedule 'paper' needs decay_epochs (or final_tokens)")
     if cfg.decay_on not in DECAY_ON:
         raise UserError(f"recipe '{recipe['name']}' [{stage}]: unknown decay_on '{cfg.decay_on}' ({', '.join(DECAY_ON)})")
+    for key in ("epochs", "batch_size", "log_interval"):
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"recipe '{recipe['name']}' [{stage}]: {key} must be a whole number >= 1, got {value!r}")
+    if isinstance(cfg.max_steps, bool) or not isinstance(cfg.max_steps, int) or cfg.max_steps < 0:
+        raise UserError(f"max_steps must be a whole number >= 0 (0 = no limit), got {cfg.max_steps!r}")
+    if not (isinstance(cfg.lr, (int, float)) and 0 < cfg.lr < float("inf")):
+        raise UserError(f"recipe '{recipe['name']}' [{stage}]: lr must be a number > 0, got {cfg.lr!r}")
     if cfg.save_every < 0 or cfg.max_minutes < 0:
         raise UserError(f"save_every and max_minutes must be >= 0 (0 = off), got {cfg.save_every} and {cfg.max_minutes}")
     if cfg.schedule not in ("paper", "cosine", "linear", "constant"):
