@@ -168,3 +168,12 @@ def test_table_mean_std_beside_the_original_hand_computed():
     assert "| 30.0% ± 14.1 | 20.0, 40.0 | 26.2% |" in vanilla  # stdev(20, 40) = sqrt(200) = 14.14
     assert next(line for line in lines if line.startswith("| always")).startswith("| always 'London' | 5.0% (25/500)")
     assert not any(line.startswith("| RoPE") for line in lines)  # no runs, no row
+
+
+def test_loss_plot_skips_a_metrics_line_a_kill_cut_short(tmp_path):
+    pytest.importorskip("matplotlib")
+    good = [{"step": 2, "epoch": 1, "loss": 3.0}, {"step": 4, "epoch": 2, "loss": 2.0}]
+    text = "".join(json.dumps(r) + "\n" for r in good) + '{"step": 6, "epoch": 3, "lo'  # killed mid-write
+    (tmp_path / "old.seed0.pretrain.metrics.jsonl").write_text(text, encoding="utf-8")
+    assert rp._metrics_lines(tmp_path / "old.seed0.pretrain.metrics.jsonl") == good
+    assert rp.plot_losses(tmp_path) and (tmp_path / "losses.png").stat().st_size > 0
