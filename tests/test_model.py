@@ -181,6 +181,13 @@ def test_fast_dropout_keeps_dtype_and_drops_everything_at_p1():
     assert torch.equal(FastDropout(1.0).train()(torch.ones(8)), torch.zeros(8))
 
 
+@pytest.mark.parametrize("p", [1e-6, 2.0 ** -18])
+def test_fast_dropout_below_its_resolution_keeps_everything(p):
+    """p < 2^-17 rounds to keeping all 2^16 of 2^16: that must mean no dropout, not an all-zero mask."""
+    x = torch.randn(4096)
+    assert torch.equal(FastDropout(p).train()(x), x)
+
+
 def test_fast_dropout_gradient_is_the_mask():
     torch.manual_seed(1)
     d = FastDropout(0.25).train()

@@ -95,7 +95,7 @@ class FastDropout(nn.Module):
     - applying it: a float mask holding 0 or 1/(1-p), so forward and backward are one multiply each
       (3 ms; x * bool_mask * scale casts the mask and makes a second pass: 22 ms forward alone).
     The keep probability is keep/2^16 (within 2^-17 of 1-p) and kept values are scaled by exactly its
-    inverse, so E[out] == x.
+    inverse, so E[out] == x. A p below 2^-17 rounds to keeping everything: no dropout.
     """
 
     def __init__(self, p: float):
@@ -113,7 +113,8 @@ class FastDropout(nn.Module):
         return torch.where(keep, x.new_full((), self.scale), x.new_zeros(()))
 
     def forward(self, x):
-        if not self.training or self.p == 0.0:
+        # keep == 2^16 has no int16 threshold (32768 would wrap to -32768 and drop everything)
+        if not self.training or self.keep == 65536:
             return x
         return x * self.mask(x)
 
