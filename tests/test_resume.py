@@ -234,6 +234,32 @@ def test_signal_then_resume_in_process_equals_uninterrupted(tmp_path, workers):
         (ref_res.steps, ref_res.tokens, ref_res.real_tokens, ref_res.final_loss)
 
 
+def test_a_resumed_window_reports_the_speed_of_its_steps(tmp_path, monkeypatch):
+    """The metrics window open at a stop is finished after the resume; its tokens/s must count the time its
+    steps took before the stop too (it counted only the time after, so the first line after a resume
+    overstated the speed). A fake clock that ticks one second per step makes the figures exact."""
+    clock = [0.0]
+    monkeypatch.setattr("spangpt.train.time.perf_counter", lambda: clock[0])
+
+    def ticking(action=None):
+        inner = at_call(7, action) if action else None
+
+        def hook(module, inputs, logits):
+            clock[0] += 1.0
+            return inner(module, inputs, logits) if inner else None
+        return hook
+
+    _train(tmp_path / "ref", hook=ticking())
+    with pytest.raises(Stopped):
+        _train(tmp_path / "cut", hook=ticking(_kill_self(signal.SIGINT)))
+    clock[0] += 1000.0  # the pause between the two processes is no training time
+    _train(tmp_path / "cut", hook=ticking(), resume=state.load(tmp_path / "cut" / "s.pt"))
+    speeds = lambda d: [(r["step"], r["real_tok_per_s"], r["gflops"])
+                        for r in map(json.loads, (d / "m.jsonl").read_text().splitlines())]
+    assert speeds(tmp_path / "cut") == speeds(tmp_path / "ref")
+    assert len(speeds(tmp_path / "ref")) >= 3  # the window cut at step 7 is among them
+
+
 def test_nan_loss_stops_naming_the_steps_and_keeps_the_last_good_state(tmp_path):
     nan = at_call(7, lambda logits: logits * float("nan"))  # step 7's loss (and so its update) goes NaN
     with pytest.raises(UserError, match=r"training diverged: mean loss nan over steps "

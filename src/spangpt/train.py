@@ -263,6 +263,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     loss_sum = torch.zeros((), device=device)  # summed on device; synced only every log_interval steps
     n_in_sum, window_real, window_flops = 0, 0, 0.0
     start_epoch, skip, seconds_before, last_saved = 0, 0, 0.0, None  # last_saved: (step, file)
+    window_seconds = 0.0  # training time already in the unfinished metrics window (a resumed one)
     if resume is not None:  # everything the next step depends on, as it was after step resume["step"]
         state.check_same_run(resume["run"], run, resume.get("path", state_path))
         model.load_state_dict(resume["model"])
@@ -282,6 +283,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
         if main:  # the window's loss sum is saved summed over ranks: add it in once
             loss_sum.copy_(w["loss_sum"])
         n_in_sum, window_real, window_flops = w["steps"], w["real"], w["flops"]
+        window_seconds = w.get("seconds", 0.0)  # absent in states saved before it was kept
         if metrics_path and main:
             keep_metrics_until(metrics_path, res.steps)
 
@@ -289,7 +291,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     metrics = open(metrics_path, "a" if resume else "w") if metrics_path and main else None
     bar = tqdm(total=total_steps, initial=res.steps, desc=desc, disable=not (cfg.progress and main), dynamic_ncols=True)
     t0 = time.perf_counter()
-    t_log = t0
+    t_log = t0 - window_seconds  # the window's tokens/s counts the time it took before the stop, too
 
     def epochs():  # -> (epoch, batch index, data RNG state at the epoch's start, batch, shard)
         for epoch in range(start_epoch, cfg.epochs):
@@ -343,7 +345,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
             "window": {"loss_sum": window_loss, "steps": n_in_sum, "real": window_real,
-                       "flops": window_flops},
+                       "flops": window_flops, "seconds": time.perf_counter() - t_log},
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         })
         last_saved = (res.steps, state_path)
