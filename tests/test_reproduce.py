@@ -135,6 +135,18 @@ def test_a_workers_error_reaches_the_caller_as_itself(synth_dir, tmp_path):
         rp.reproduce(data, tmp_path / "out", recipe=str(recipe), seeds=(0,), train_overrides=FAST, jobs=2)
 
 
+def test_a_failed_run_ends_the_table_without_starting_the_queued_ones(synth_dir, tmp_path):
+    """--jobs 2: vanilla fails at once (an lr no run can use, in its own table); RoPE, already running,
+    finishes, but the fine-tuning-only runs queued behind them never start. They used to: the error came
+    only after every run before it in the table's order had run."""
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE + "[pretrain.vanilla]\nlr = 0.0\n")
+    with pytest.raises(UserError, match=r"\[pretrain\]: lr must be a number > 0"):
+        rp.reproduce(synth_dir, tmp_path / "out", recipe=str(recipe), seeds=(0, 1, 2), train_overrides=FAST, jobs=2)
+    started = sorted(p.name for p in (tmp_path / "out").glob("scratch.*"))
+    assert started == [], started
+
+
 def test_jobs_below_one_is_an_error(synth_dir, tmp_path):
     with pytest.raises(UserError, match="--jobs must be at least 1"):
         rp.reproduce(synth_dir, tmp_path, recipe="demo", jobs=0)

@@ -14,7 +14,7 @@ import statistics
 import sys
 import threading
 import time
-from concurrent.futures import CancelledError, ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, CancelledError, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import torch
@@ -203,6 +203,12 @@ def _run_all(args: list[tuple], jobs: int) -> list[dict]:
             futures[i] = pool.submit(_run_queued, *args[i])
         with _forward_stops(futures):
             try:
+                # the first failure ends the table at once (waiting in argument order would first sit
+                # out runs queued behind it, and start more)
+                wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+                if failed:
+                    raise failed[0].exception()
                 return [f.result() for f in futures]
             except BaseException:  # an error, or a stop: start no more runs; the running ones finish or save and stop
                 pool.shutdown(cancel_futures=True)
