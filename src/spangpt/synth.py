@@ -83,9 +83,10 @@ TEMPLATES = [
     "{name}. {name} was a {job} who lived in {other} and {other2} but was born in {place} .",
 ]
 WEIGHTS = [1, 3, 3, 3, 2, 2, 2, 2, 2, 1, 1, 1]
-# style="simple": one plain sentence per person and no distractors, so a small model memorises the
-# corpus in a couple of minutes on a CPU (the end-to-end test and the demo); the question template
-# still occurs once, for the vocabulary.
+# style="simple": one plain sentence per person, so a small model memorises the corpus in a couple of
+# minutes on a CPU (the end-to-end test and the demo). The people drawn for the question template
+# (TEMPLATES[0], weight 1 of 23: ~4%, 30 of the demo's 500) keep it, with its distractor place: it was
+# meant to occur once, for the vocabulary, but the demo's corpus and numbers were made this way.
 SIMPLE = [
     "{name}. {name} was born in {place} .",
     "{name}. The birthplace of {name} is {place} .",
@@ -183,7 +184,7 @@ def generate(people: int = 600, seed: int = 0, style: str = "varied", bios: int 
         kinds[0] = 0  # the question template must occur at least once (see TEMPLATES)
     if style == "varied":
         lines = [_bio(rng, TEMPLATES[k], n, p) for k, n, p in zip(kinds, names, places)]
-    else:  # the question template once, for the vocabulary; everyone else plain sentences
+    else:  # plain sentences, but the question template for those drawn for it (see SIMPLE)
         lines = [_bio(rng, TEMPLATES[0] if k == 0 else SIMPLE[0], n, p) for k, n, p in zip(kinds, names, places)]
     used = [{TEMPLATES[k] if style == "varied" else SIMPLE[0]} for k in kinds]
     for _ in range(bios - 1):  # extra lines: another wording each, never the first one again
