@@ -56,3 +56,17 @@ def test_batched_stops_at_the_closing_mask_and_pads_do_not_leak(trained):
             assert o[-1] == vocab.stoi[MASK] and o.count(vocab.stoi[MASK]) == 1
         # decoding a prompt alone or next to longer ones gives the same tokens (left padding is invisible)
         assert greedy_batched(model, [p], max_new=32)[0] == o
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "rope"])
+def test_prompts_near_the_block_end_get_the_steps_plain_decoding_gives_them(variant):
+    """Random weights never emit the closing mask, so every prompt decodes until max_new or the block's
+    end: 10 tokens after a 5-token prompt, 2 after a 30-token one (block 32). In one chunk the longest
+    prompt used to cut everyone to 2."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=20, block_size=32, n_layer=1, n_head=2, n_embd=16, variant=variant)).eval()
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(1, 20, (n,), generator=g).tolist() for n in (5, 30, 23, 30, 22, 31)]
+    got = greedy_batched(model, prompts, max_new=10, stop_id=0)
+    assert [len(x) for x in got] == [10, 2, 9, 2, 10, 1]
+    assert got == [greedy_plain(model, p, max_new=10) for p in prompts]
