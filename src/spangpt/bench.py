@@ -212,7 +212,7 @@ def loss_agreement(cfg: ModelConfig, docs, vocab: Vocab, n_examples: int = 128, 
                    attention: str = "math", seed: int = 0) -> dict:
     """Reference vs fast path on one batch, same weights, dropout off, fp32: loss and gradients.
 
-    The reference model (padded rows, torch.nn.Dropout, explicit attention) and the fast one (packed
+    The reference model (padded rows, torch.nn.Dropout, the original's attention code) and the fast one (packed
     rows with per-example positions and block-diagonal masks, FastDropout, `attention`) should give the
     same mean loss over real targets and the same gradients, up to float rounding.
     """

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from spangpt.config import builtin_recipes
 from spangpt.errors import Stopped, UserError
 from spangpt.model import VARIANTS
 from spangpt.train import DECAY_ON
@@ -27,7 +28,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=VARIANTS, required=True, help="position scheme")
     p.add_argument("--data", type=Path, required=True, help="folder with wiki.txt and birth_places_train.tsv")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.safetensors)")
-    p.add_argument("--recipe", default="paper", help="built-in recipe name (paper, demo) or a .toml path")
+    p.add_argument("--recipe", default="paper",
+                   help=f"built-in recipe name ({', '.join(builtin_recipes())}) or a .toml path")
     r = p.add_argument_group("interrupting and resuming (README: Interrupting and resuming)")
     r.add_argument("--resume", metavar="{auto,PATH}",
                    help="auto: continue from OUT's saved state if there is one (falling back to the previous "

@@ -81,7 +81,7 @@ def span_corruption(doc: str, block_size: int, rng: random.Random, window: bool 
     2. cut into prefix + masked + suffix, the masked span 1/4 of the truncated length on average;
     3. rearrange so the model must generate the masked span after seeing both sides of it.
 
-    Two options (off in `paper`; with both off the draws are the original's, call for call):
+    Three options (off in `paper`; with all off the draws are the original's, call for call):
     - window: the original never shows a line past its first 96 characters. With window, a line longer
       than the drawn length keeps its name ("NAME. ") first and continues from a random word of the rest.
     - salient: with this probability, the masked span is a run of capitalised words after the name (a

@@ -271,7 +271,7 @@ class GPT(nn.Module):
         for packed rows; mask: explicit (B, 1, T, S) bool mask, True = may attend (used by the decoder).
         reduction: "sum" returns the summed token loss instead (data-parallel training weighs shards by it).
         """
-        B, T = idx.shape
+        T = idx.size(1)
         if pos is None:
             start = cache.len if cache is not None else 0
             pos = torch.arange(start, start + T, device=idx.device)[None, :]  # (1, T)

@@ -1,7 +1,7 @@
 """The experiment table: no pretraining vs vanilla vs RoPE (and 'always London'), over one or more seeds.
 
-Writes into OUT: checkpoints, dev/test predictions, results.json, report.md and (with matplotlib) a
-loss-curve plot. The report reads finished results only; it never touches tensors.
+Writes into OUT: checkpoints, dev/test predictions, results.json, report.md and (with matplotlib) two
+plots, losses.png and accuracy.png. The report reads finished results only; it never touches tensors.
 """
 from __future__ import annotations
 
