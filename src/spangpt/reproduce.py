@@ -119,6 +119,14 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     return results
 
 
+# ----------------------------------------------------------------------------- --jobs N: runs side by side
+# _run_all hands the runs to a pool of N spawned workers, pretraining runs first. Each worker (_worker_init)
+# takes its share of the threads, a process group of its own and a thread that watches its parent. Endings:
+# - a run fails: _run_all raises its error at once; runs not started are cancelled, running ones finish;
+# - Ctrl-C or `kill PID` of the parent: _forward_stops cancels the runs not started and passes the signal
+#   on; each worker finishes its step, saves and stops, and _run_queued refuses any run handed over later;
+# - the parent is killed outright: _watch_parent sends its worker one SIGTERM, so it saves and exits.
+
 _stopped = False  # in a pool worker: set once one of its runs was stopped
 
 
