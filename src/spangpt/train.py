@@ -402,24 +402,9 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                 bar.set_postfix(epoch=epoch + 1, loss=f"{res.final_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rec['real_tok_per_s']:.0f}")
                 loss_sum.zero_()
                 n_in_sum, window_real, window_flops, t_log = 0, 0, 0.0, now
-            # Stop early only between steps, after saving; the last step just finishes the run.
-            stop = None
-            if stops.signals and not last:
-                sig = stops.signals[0]
-                stop = errors.Stopped(f"interrupted by {signal.Signals(sig).name}", res.steps, state_path, 128 + sig)
-            elif cfg.max_minutes and not last and time.perf_counter() - t0 >= 60 * cfg.max_minutes:
-                stop = errors.Stopped(f"--max-minutes {cfg.max_minutes:g} used up", res.steps, state_path,
-                                      EXIT_BUDGET)
-            if world > 1 and not last:  # a signal or the clock may reach one rank only: all stop at the
-                # same step, the next log step (agreeing is a sync, and log steps sync anyway)
-                code = distributed.max_over_ranks(stop.exit_code if stop else 0, device) \
-                    if res.steps % cfg.log_interval == 0 else 0
-                if not code:
-                    stop = None
-                elif stop is None:
-                    why = "--max-minutes used up" if code == EXIT_BUDGET else \
-                        f"interrupted by {signal.Signals(code - 128).name}"
-                    stop = errors.Stopped(f"{why} (on another rank)", res.steps, state_path, code)
+            # stop early only between steps, after saving; the last step just finishes the run
+            stop = None if last else _early_stop(stops, cfg, time.perf_counter() - t0, res.steps, state_path,
+                                                 world, device)
             if state_path and (last or stop or (cfg.save_every and res.steps % cfg.save_every == 0)):
                 save_state(epoch, i + 1, epoch_rng)
             if stop:
@@ -434,6 +419,27 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     res.seconds = seconds_before + time.perf_counter() - t0
     model.eval()
     return res
+
+
+def _early_stop(stops, cfg: TrainConfig, seconds: float, step: int, state_path, world: int, device):
+    """After a step that is not the last: a Stopped to raise (once the state is saved), or None to go on.
+    A signal (SIGINT/SIGTERM) or the --max-minutes clock asks for it. Under torchrun either may reach one
+    rank only, so all ranks stop together at the next log step (agreeing is a sync; log steps sync anyway)."""
+    stop = None
+    if stops.signals:
+        sig = stops.signals[0]
+        stop = errors.Stopped(f"interrupted by {signal.Signals(sig).name}", step, state_path, 128 + sig)
+    elif cfg.max_minutes and seconds >= 60 * cfg.max_minutes:
+        stop = errors.Stopped(f"--max-minutes {cfg.max_minutes:g} used up", step, state_path, EXIT_BUDGET)
+    if world == 1:
+        return stop
+    code = distributed.max_over_ranks(stop.exit_code if stop else 0, device) if step % cfg.log_interval == 0 else 0
+    if not code:
+        return None
+    if stop is None:
+        why = "--max-minutes used up" if code == EXIT_BUDGET else f"interrupted by {signal.Signals(code - 128).name}"
+        stop = errors.Stopped(f"{why} (on another rank)", step, state_path, code)
+    return stop
 
 
 def keep_metrics_until(path, step: int) -> None:
