@@ -3,7 +3,7 @@
 The demo's RoPE run: its 500-person `simple` corpus and the `demo` recipe (the training QA pairs mixed
 into pretraining, weight decay 1.0 on every matrix, a linear decay to zero, fine-tuning at lr 1e-5). The dev
 people are in no QA pair, so a right answer about them has to come from their biography in wiki.txt; without
-pretraining the model can only guess. Measured (README, "End-to-end test"): 67, 65 and 62 of 85 dev answers
+pretraining the model can only guess. Measured (README, "Tests"): 67, 65 and 62 of 85 dev answers
 for training seeds 0, 1 and 2, against 0/85 without pretraining and 5/85 for always "London" (the recipe
 before session 20 gave 52, 43 and 50). The thresholds sit near half the worst seed: fp32 is pinned, but
 another CPU's kernels round differently and 200 epochs amplify that into another draw.
