@@ -35,7 +35,8 @@ def test_compiled_or_wrapped_model_saves_plain_weights(tmp_path):
 
     checkpoint.save(tmp_path / "w.safetensors", Wrapper(m), VOCAB)
     m2, _, _ = checkpoint.load(tmp_path / "w.safetensors")
-    assert set(m2.state_dict()) == set(m.state_dict())
+    saved, orig = m2.state_dict(), m.state_dict()
+    assert set(saved) == set(orig) and all(torch.equal(saved[k], orig[k]) for k in orig)
 
 
 def test_wrong_variant_or_vocab_is_a_clear_error(tmp_path):

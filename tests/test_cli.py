@@ -47,7 +47,27 @@ def test_evaluate_predict_baseline(pipeline, synth_dir, capsys):
                  str(out / "test.predictions")]) == 0
     assert "Correct" not in capsys.readouterr().out  # no answers, no score
     assert main(["baseline", "--input", str(synth_dir / "birth_dev.tsv")]) == 0
-    assert capsys.readouterr().out.startswith("Correct: ")
+    pairs = [line.split("\t") for line in (synth_dir / "birth_dev.tsv").read_text().splitlines()]
+    london = sum(a == "London" for _, a in pairs)
+    assert capsys.readouterr().out.strip() == f"Correct: {london} out of {n_dev}: {100.0 * london / n_dev}%"
+
+
+def test_evaluate_scores_exact_matches(pipeline, synth_dir, tmp_path, capsys):
+    """Answers rewritten so that the model's own predictions are right for every third question (and
+    wrong by one trailing character for the next): the score must count exactly those."""
+    out, _, ft = pipeline
+    dev = synth_dir / "birth_dev.tsv"
+    assert main(["evaluate", str(ft), "--input", str(dev), "--out", str(tmp_path / "p")]) == 0
+    preds = (tmp_path / "p").read_text().split("\n")[:-1]  # one line per question, possibly empty
+    questions = [line.split("\t")[0] for line in dev.read_text().splitlines()]
+    answers = [p if i % 3 == 0 else p + "x" for i, p in enumerate(preds)]
+    (tmp_path / "dev.tsv").write_text("".join(f"{q}\t{a or 'x'}\n" for q, a in zip(questions, answers)))
+    capsys.readouterr()
+    assert main(["evaluate", str(ft), "--input", str(tmp_path / "dev.tsv"), "--out", str(tmp_path / "p2")]) == 0
+    k = sum(1 for i, p in enumerate(preds) if i % 3 == 0 and p)  # an empty prediction got the answer "x"
+    n = len(questions)
+    assert k > 0  # else this would only test zero
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"Correct: {k} out of {n}: {100.0 * k / n}%"
 
 
 def test_wrong_variant_for_init_is_a_one_line_error(pipeline, synth_dir, capsys):

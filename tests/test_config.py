@@ -55,7 +55,10 @@ def test_keys_in_the_wrong_place_are_errors_not_silently_dropped(tmp_path):
         with pytest.raises(UserError, match=rf"r\.toml: {message}"):
             load_recipe(str(path))
     path.write_text("[pretrain]\ndecay_epochs = 5\nmix_qa = true\n[finetune]\ndecay_epochs = 5\nlr_from_scratch = 1e-3\n")
-    load_recipe(str(path))  # each where it is read
+    r = load_recipe(str(path))  # each where it is read, and read there
+    assert data_options(r)[0] is True
+    assert train_config(r, "finetune", {}, documents=10, block_size=128, from_scratch=True).lr == 1e-3
+    assert train_config(r, "pretrain", {}, documents=10, block_size=128).final_tokens == 5 * 10 * 128
 
 
 @pytest.mark.parametrize("override, message", [
