@@ -105,3 +105,25 @@ def test_data_synth_refuses_to_overwrite(tmp_path, capsys):
     before = (tmp_path / "wiki.txt").read_bytes()
     assert main(["data", "synth", "--out", str(tmp_path), "--people", "30", "--seed", "5"]) == 2
     assert (tmp_path / "wiki.txt").read_bytes() == before
+
+
+def test_errors_name_the_file_line_even_after_blank_lines(pipeline, synth_dir, tmp_path, capsys):
+    """Blank lines are skipped, but an error found later (a character the model has never seen, a question
+    too long for its block) must still name the line in the file, not the question's index."""
+    _, _, ft = pipeline
+    q = tmp_path / "q.tsv"
+    q.write_text("Where was A born?\n\n\nWhere was \u2603 born?\n", encoding="utf-8")
+    assert main(["predict", str(ft), "--input", str(q), "--out", str(tmp_path / "p")]) == 2
+    assert f"{q}:4: character '\u2603'" in capsys.readouterr().err
+    q.write_text("\nWhere was A born?\n\n" + "Where was " + "a" * 200 + " born?\n", encoding="utf-8")
+    assert main(["predict", str(ft), "--input", str(q), "--out", str(tmp_path / "p")]) == 2
+    assert f"{q}:4: question is" in capsys.readouterr().err
+    qa = tmp_path / "data"
+    qa.mkdir()
+    for name in ("wiki.txt", "birth_dev.tsv"):
+        (qa / name).write_text((synth_dir / name).read_text(encoding="utf-8"), encoding="utf-8")
+    (qa / "birth_places_train.tsv").write_text("\nWhere was A born?\tParis\n\nWhere was B born?\tP\u2603\n",
+                                               encoding="utf-8")
+    assert main(["finetune", "--variant", "rope", "--data", str(qa), "--init", str(ft), "--out",
+                 str(tmp_path / "f.safetensors"), "--max-steps", "1", "--device", "cpu", "--recipe", "demo"]) == 2
+    assert f"birth_places_train.tsv:4: character '\u2603'" in capsys.readouterr().err

@@ -234,3 +234,26 @@ def test_file_errors_name_file_and_line(tmp_path):
         load_corpus(bad)
     with pytest.raises(UserError, match=r"missing\.txt: file not found"):
         load_corpus(tmp_path / "missing.txt")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("Where was A born?\tParis\n\tOslo\n", r"qa\.tsv:2: empty question"),
+    ("Where was A born?\tParis\tOslo\n", r"qa\.tsv:1: more than one tab"),
+    ("\n  \n", r"qa\.tsv: no questions found"),
+    ("Where was A born?\t  \n", r"qa\.tsv:1: expected 'question<TAB>answer', found no answer"),
+])
+def test_question_file_errors(tmp_path, text, message):
+    p = tmp_path / "qa.tsv"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match=message):
+        load_questions(p)
+
+
+def test_blank_lines_are_skipped_and_an_empty_corpus_is_an_error(tmp_path):
+    p = tmp_path / "qa.tsv"
+    p.write_text("\nWhere was A born?\tParis\n\nWhere was B born?\tOslo\n", encoding="utf-8")
+    assert load_questions(p) == [("Where was A born?", "Paris"), ("Where was B born?", "Oslo")]
+    wiki = tmp_path / "wiki.txt"
+    wiki.write_text("\n \n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"wiki\.txt: the corpus is empty"):
+        load_corpus(wiki)

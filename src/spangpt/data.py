@@ -52,7 +52,12 @@ def load_wiki(path) -> tuple[list[str], Vocab]:
 
 
 def load_questions(path, need_answers: bool = True) -> list[tuple[str, str | None]]:
-    """Lines 'question<TAB>answer' (or just 'question' when answers are not needed)."""
+    """Lines 'question<TAB>answer' (or just 'question' when answers are not needed); blank lines skipped."""
+    return [(q, a) for _, q, a in numbered_questions(path, need_answers)]
+
+
+def numbered_questions(path, need_answers: bool = True) -> list[tuple[int, str, str | None]]:
+    """load_questions with each question's line number in the file, for errors found later."""
     pairs = []
     for lineno, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
@@ -64,7 +69,7 @@ def load_questions(path, need_answers: bool = True) -> list[tuple[str, str | Non
             raise UserError(f"{where(path, lineno)}: empty question")
         if "\t" in a:
             raise UserError(f"{where(path, lineno)}: more than one tab")
-        pairs.append((q, a if tab else None))
+        pairs.append((lineno, q, a if tab else None))
     if not pairs:
         raise UserError(f"{path}: no questions found")
     return pairs
@@ -185,8 +190,10 @@ def finetune_example(question: str, answer: str, vocab: Vocab, block_size: int, 
     return shift(ids, [PAD_ID] * (q - 1) + ids[q:], block_size)
 
 
-def finetune_examples(pairs, vocab: Vocab, block_size: int, source="<qa>"):
-    return [finetune_example(q, a, vocab, block_size, source, i) for i, (q, a) in enumerate(pairs, 1)]
+def finetune_examples(pairs, vocab: Vocab, block_size: int, source="<qa>", lines=None):
+    """lines: each pair's line number in source, for errors (default: 1, 2, ...)."""
+    lines = lines or range(1, len(pairs) + 1)
+    return [finetune_example(q, a, vocab, block_size, source, n) for n, (q, a) in zip(lines, pairs)]
 
 
 def padded_strings(x_ids, y_ids, vocab: Vocab, block_size: int) -> tuple[str, str]:

@@ -19,9 +19,11 @@ def extract_answer(prompt_and_completion: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def predict(model: GPT, vocab: Vocab, questions: list[str], source="<questions>", max_new: int = 32) -> list[str]:
+def predict(model: GPT, vocab: Vocab, questions: list[str], source="<questions>", max_new: int = 32,
+            lines=None) -> list[str]:
+    """lines: each question's line number in source, for errors (default: 1, 2, ...)."""
     prompts = []
-    for i, q in enumerate(questions, 1):
+    for i, q in zip(lines or range(1, len(questions) + 1), questions):
         prompt = vocab.encode(q + MASK, source, i)
         if len(prompt) >= model.cfg.block_size:
             raise UserError(f"{where(source, i)}: question is {len(prompt)} characters, the model reads at most {model.cfg.block_size - 1}")

@@ -13,7 +13,7 @@ import torch
 
 from spangpt import checkpoint, distributed, state
 from spangpt.config import data_options, load_recipe, model_config, train_config
-from spangpt.data import finetune_examples, load_corpus, load_questions, load_wiki, pretrain_example
+from spangpt.data import finetune_examples, load_corpus, load_wiki, numbered_questions, pretrain_example
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.evaluate import accuracy, predict, write_predictions
@@ -66,7 +66,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
     block = mcfg.block_size
 
-    qa = finetune_examples(load_questions(data / TRAIN_QA), vocab, block, str(data / TRAIN_QA)) if mix_qa else []
+    qa = _qa_examples(data / TRAIN_QA, vocab, block) if mix_qa else []
 
     def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
         return [pretrain_example(d, vocab, block, rng, window, salient, focus) for d in docs] + qa
@@ -78,7 +78,7 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
              model_overrides=None, train_overrides=None, quiet: bool = False, resume: str | None = None) -> dict:
     data, out = Path(data), Path(out)
     qa_path = data / TRAIN_QA
-    pairs = load_questions(qa_path)
+    numbered = numbered_questions(qa_path)
     rec = load_recipe(recipe)
     if init is not None:
         model, vocab, init_info = checkpoint.load(init, variant=variant)
@@ -94,7 +94,7 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
         mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
     tcfg = train_config(rec, "finetune", train_overrides or {}, documents=documents, block_size=mcfg.block_size,
                         from_scratch=init is None, variant=variant)
-    examples = finetune_examples(pairs, vocab, mcfg.block_size, str(qa_path))
+    examples = _qa_examples(qa_path, vocab, mcfg.block_size, numbered)
     run = {"stage": "finetune", "recipe": rec["name"], "data": str(data), "init": str(init) if init else None,
            "init_weights": state.weights_digest(model) if init else None,
            "documents": documents, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
@@ -104,6 +104,12 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
     if pretrained is not None:
         model.load_state_dict(pretrained.state_dict())
     return _fit(out, model, vocab, lambda rng: examples, tcfg, run, f"finetune {variant}", resume, quiet)
+
+
+def _qa_examples(path: Path, vocab, block_size: int, numbered=None) -> list:
+    """The training pairs as examples; an error names the pair's line in the file."""
+    numbered = numbered or numbered_questions(path)
+    return finetune_examples([(q, a) for _, q, a in numbered], vocab, block_size, str(path), [n for n, _, _ in numbered])
 
 
 def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str | None, quiet: bool) -> dict:
@@ -171,13 +177,13 @@ def _saved_state(state_path: Path, resume: str | None) -> dict | None:
 
 def evaluate(ckpt: Path, input_path: Path, out: Path | None, device: str = "auto", need_answers: bool = True):
     """-> (predictions, (correct, total) or None). Writes predictions when out is given."""
-    pairs = load_questions(input_path, need_answers=need_answers)
+    numbered = numbered_questions(input_path, need_answers=need_answers)
     model, vocab, _ = checkpoint.load(ckpt, device=pick_device(device))
-    preds = predict(model, vocab, [q for q, _ in pairs], source=str(input_path))
+    preds = predict(model, vocab, [q for _, q, _ in numbered], source=str(input_path), lines=[n for n, _, _ in numbered])
     if out is not None:
         write_predictions(out, preds)
-    answers = [a for _, a in pairs]
-    score = accuracy(preds, answers) if need_answers else None  # load_questions checked every answer is there
+    answers = [a for _, _, a in numbered]
+    score = accuracy(preds, answers) if need_answers else None  # numbered_questions checked every answer is there
     return preds, score
 
 
