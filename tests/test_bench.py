@@ -62,7 +62,7 @@ def test_memory_is_measured_in_fresh_processes(synth_dir):
 
 def test_bad_options_are_a_user_error(synth_dir, capsys):
     assert bench.main(["--seconds", "0", "--data", str(synth_dir)]) == 2
-    assert "spangpt: error:" in capsys.readouterr().err
+    assert "spangpt: error: --seconds must be > 0" in capsys.readouterr().err
 
 
 def test_padded_reference_and_packed_fast_paths_give_the_same_loss_and_gradients(synth_dir):

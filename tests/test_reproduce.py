@@ -45,7 +45,10 @@ def test_every_run_writes_dev_and_test_predictions_and_a_report(table, synth_dir
     for name in ("scratch", "vanilla", "rope"):
         assert len((out / f"{name}.seed0.dev.predictions").read_text().splitlines()) == n_dev
         assert len((out / f"{name}.seed0.test.predictions").read_text().splitlines()) == n_test
-        assert json.loads((out / f"{name}.seed0.result.json").read_text())["total"] == n_dev
+        result = json.loads((out / f"{name}.seed0.result.json").read_text())
+        preds = (out / f"{name}.seed0.dev.predictions").read_text().split("\n")[:-1]
+        answers = [line.split("\t")[1] for line in (synth_dir / "birth_dev.tsv").read_text().splitlines()]
+        assert result["total"] == n_dev and result["correct"] == sum(p == a for p, a in zip(preds, answers))
     report = (out / "report.md").read_text()
     assert "| RoPE |" in report and "always 'London'" in report
     assert (out / "losses.png").stat().st_size > 0 and (out / "accuracy.png").stat().st_size > 0

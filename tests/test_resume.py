@@ -94,6 +94,7 @@ def assert_same_as_reference(out, reference):
 
 def test_sigkill_at_a_random_step_then_resume_auto_is_bitwise_identical(tmp_path, synth_dir, reference):
     k = random.randrange(3, N // 2)
+    print(f"killed at step {k}")  # a random step; pytest shows this on a failure, to reproduce it
     out = tmp_path / "p.safetensors"
     proc = spawn(pretrain_args(synth_dir, out, "--save-every", "1"))
     wait_for(lambda: logged_steps(tmp_path / "p.metrics.jsonl") >= k, proc, f"step {k}")
@@ -138,6 +139,7 @@ def test_sigkill_during_a_state_save_keeps_a_good_state(tmp_path, synth_dir, ref
     """Killed with the new state half-committed: before any rename, or after newest -> .prev but before
     the temp file becomes the newest. Either way a complete state remains and --resume auto finishes."""
     k, out, marker = random.randrange(3, N // 2), tmp_path / "p.safetensors", tmp_path / "paused"
+    print(f"killed in save {k}")  # shown on a failure
     proc = spawn([where, str(k), str(marker), *pretrain_args(synth_dir, out, "--save-every", "1")], PAUSE_IN_SAVE)
     wait_for(marker.exists, proc, f"save {k}")
     proc.kill()
@@ -404,7 +406,9 @@ def _damage(path, how, rng):
 @pytest.mark.parametrize("how", ["truncate", "flip"])
 def test_damaged_state_is_a_clear_error_and_auto_falls_back_to_prev(tmp_path, synth_dir, capsys, how):
     out = tmp_path / "p.safetensors"
-    rng = random.Random()
+    seed = random.randrange(2**32)
+    print(f"damage seed {seed}")  # shown on a failure: random.Random(seed) redoes the same damage
+    rng = random.Random(seed)
     assert _pretrain(synth_dir, out, "--save-every", "2", "--max-minutes", "0.000001") == 75  # state at step 1
     assert _pretrain(synth_dir, out, "--save-every", "2", "--max-minutes", "0.000001", "--resume", "auto") == 75
     newest, prev = state.paths(tmp_path / "p.state.pt")
