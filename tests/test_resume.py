@@ -525,3 +525,11 @@ def test_workers_of_a_killed_reproduce_save_and_stop_instead_of_training_on(tmp_
         name = run.name.removesuffix(".pretrain")  # vanilla.seed0
         assert re.search(rf"spangpt: {name}: interrupted by SIGTERM at step \d+; state saved to .*"
                          r"\(the parent process had died\)", err), err
+
+
+def test_states_saved_before_the_init_hash_was_recorded_still_resume():
+    now = state.fingerprint({"n_layer": 1}, {"lr": 0.1}, [([1], [2])], init="abc")
+    older = {k: v for k, v in now.items() if k != "init"}
+    state.check_same_run(older, now, "s.pt")  # nothing to compare: accepted, as before
+    with pytest.raises(UserError, match="it started from other weights"):
+        state.check_same_run({**older, "init": None}, now, "s.pt")  # from scratch then, from weights now

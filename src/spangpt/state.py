@@ -150,10 +150,7 @@ def fingerprint(model_cfg: dict, train_cfg: dict, examples, init: str | None = N
     the pretrained weights it started from (init: weights_digest of them; another --init is another run)."""
     data = hashlib.sha256(repr(examples).encode()).hexdigest()[:16]
     train = {k: v for k, v in train_cfg.items() if k not in RUN_ONLY}
-    found = {"model": model_cfg, "train": train, "data": data}
-    if init is not None:  # absent otherwise, so states saved before this key existed still resume
-        found["init"] = init
-    return json.loads(json.dumps(found))  # tuples -> lists
+    return json.loads(json.dumps({"model": model_cfg, "train": train, "data": data, "init": init}))  # tuples -> lists
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -172,7 +169,7 @@ def check_same_run(saved: dict, now: dict, path) -> None:
              if saved[part].get(k) != now[part].get(k)]
     if saved["data"] != now["data"]:
         diffs.append("the training data differs")
-    if saved.get("init") != now.get("init"):
+    if "init" in saved and saved["init"] != now["init"]:  # states saved before it was recorded lack it
         diffs.append("it started from other weights (another --init)")
     if diffs:
         raise UserError(f"{path}: saved by a run with other settings ({'; '.join(diffs[:3])}); "
