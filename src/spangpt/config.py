@@ -126,7 +126,8 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     for key in ("epochs", "batch_size", "log_interval"):
         value = getattr(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"recipe '{recipe['name']}' [{stage}]: {key} must be a whole number >= 1, got {value!r}")
+            raise UserError(f"recipe '{recipe['name']}' [{stage}]: {key} must be a whole number >= 1, "
+                            f"got {value!r}")
     if isinstance(cfg.max_steps, bool) or not isinstance(cfg.max_steps, int) or cfg.max_steps < 0:
         raise UserError(f"max_steps must be a whole number >= 0 (0 = no limit), got {cfg.max_steps!r}")
     if not (isinstance(cfg.lr, (int, float)) and 0 < cfg.lr < float("inf")):

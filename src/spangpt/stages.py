@@ -109,7 +109,8 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
 def _qa_examples(path: Path, vocab, block_size: int, numbered=None) -> list:
     """The training pairs as examples; an error names the pair's line in the file."""
     numbered = numbered or numbered_questions(path)
-    return finetune_examples([(q, a) for _, q, a in numbered], vocab, block_size, str(path), [n for n, _, _ in numbered])
+    pairs, lines = [(q, a) for _, q, a in numbered], [n for n, _, _ in numbered]
+    return finetune_examples(pairs, vocab, block_size, str(path), lines)
 
 
 def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str | None, quiet: bool) -> dict:
@@ -123,7 +124,8 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
     main = distributed.is_main()
     with state.lock(out) if main else nullcontext():
         try:
-            outcome = _resume_point(out, state_path, model, draw, tcfg, resume, run.get("init_weights")) if main else None
+            init = run.get("init_weights")
+            outcome = _resume_point(out, state_path, model, draw, tcfg, resume, init) if main else None
         except UserError as e:  # every rank reports it and exits 2, rather than the others hanging
             outcome = e
         outcome = distributed.broadcast(outcome)
@@ -179,7 +181,8 @@ def evaluate(ckpt: Path, input_path: Path, out: Path | None, device: str = "auto
     """-> (predictions, (correct, total) or None). Writes predictions when out is given."""
     numbered = numbered_questions(input_path, need_answers=need_answers)
     model, vocab, _ = checkpoint.load(ckpt, device=pick_device(device))
-    preds = predict(model, vocab, [q for _, q, _ in numbered], source=str(input_path), lines=[n for n, _, _ in numbered])
+    questions, lines = [q for _, q, _ in numbered], [n for n, _, _ in numbered]
+    preds = predict(model, vocab, questions, source=str(input_path), lines=lines)
     if out is not None:
         write_predictions(out, preds)
     answers = [a for _, _, a in numbered]
