@@ -190,5 +190,5 @@ def test_loss_plot_skips_a_metrics_line_a_kill_cut_short(tmp_path):
     good = [{"step": 2, "epoch": 1, "loss": 3.0}, {"step": 4, "epoch": 2, "loss": 2.0}]
     text = "".join(json.dumps(r) + "\n" for r in good) + '{"step": 6, "epoch": 3, "lo'  # killed mid-write
     (tmp_path / "old.seed0.pretrain.metrics.jsonl").write_text(text, encoding="utf-8")
-    assert rp._metrics_lines(tmp_path / "old.seed0.pretrain.metrics.jsonl") == good
+    assert rp.read_metrics(tmp_path / "old.seed0.pretrain.metrics.jsonl") == good
     assert rp.plot_losses(tmp_path) and (tmp_path / "losses.png").stat().st_size > 0

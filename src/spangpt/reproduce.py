@@ -25,6 +25,7 @@ from spangpt.errors import Stopped, UserError
 from spangpt.fileio import atomic_write
 from spangpt.data import load_questions
 from spangpt.evaluate import answer_loss, london_baseline
+from spangpt.train import read_metrics
 
 DEV, TEST = "birth_dev.tsv", "birth_test_inputs.tsv"
 # The original CS224N run's numbers (../shared/docs/prior-results.md): dev exact match in %, and its logged
@@ -289,20 +290,6 @@ def _pyplot():
     return plt
 
 
-def _metrics_lines(path: Path) -> list[dict]:
-    """A metrics file's records, less any line a killed run left half-written (a resume drops it too, but
-    --out may hold runs that were never resumed)."""
-    recs = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and {"step", "epoch", "loss"} <= rec.keys():
-            recs.append(rec)
-    return recs
-
-
 def plot_losses(out: Path, recipe: str = "") -> bool:
     """Every run's training loss per epoch (losses.png); the paper recipe's panel also shows the original's."""
     plt = _pyplot()
@@ -311,7 +298,7 @@ def plot_losses(out: Path, recipe: str = "") -> bool:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, stage in zip(axes, ("pretrain", "finetune")):
         for f in sorted(out.glob(f"*.{stage}.metrics.jsonl")):
-            per_epoch = epoch_losses(_metrics_lines(f))
+            per_epoch = epoch_losses(read_metrics(f))
             ax.plot(list(per_epoch), list(per_epoch.values()), label=f.name.split(f".{stage}")[0])
         if stage == "pretrain" and recipe == "paper":
             for i, marker in enumerate(("o", "s")):

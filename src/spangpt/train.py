@@ -442,17 +442,24 @@ def _early_stop(stops, cfg: TrainConfig, seconds: float, step: int, state_path, 
     return stop
 
 
+def read_metrics(path) -> list[dict]:
+    """A metrics file's records, less any line a killed process left half-written."""
+    recs = []
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "step" in rec:
+            recs.append(rec)
+    return recs
+
+
 def keep_metrics_until(path, step: int) -> None:
     """Drop metrics lines after `step` (written after the state being resumed was saved, or cut short by
     a kill), so the resumed run appends each later step exactly once."""
     path = Path(path)
     if not path.is_file():
         return
-    keep = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line + "\n")
-        except (ValueError, KeyError, TypeError):  # a line half-written when the process was killed
-            continue
-    atomic_write(path, lambda tmp: Path(tmp).write_text("".join(keep), encoding="utf-8"))
+    keep = "".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= step)  # as written
+    atomic_write(path, lambda tmp: Path(tmp).write_text(keep, encoding="utf-8"))
