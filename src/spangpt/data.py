@@ -141,22 +141,23 @@ def _name_head(doc: str) -> int:
 
 
 def _capitalised_runs(doc: str, after: int) -> list[tuple[int, int]]:
-    """(start, end) of each run of capitalised words in doc[after:], punctuation at a word's end excluded
-    and ending the run: "born in New York City, USA ." -> "New York City", "USA"."""
+    """(start, end) of each run of capitalised words in doc[after:], punctuation around a word excluded;
+    punctuation before a word starts a new run, after it ends the run:
+    "born in New York City, USA ." -> "New York City", "USA"; "(New York City)" -> "New York City"."""
     runs: list[list[int]] = []
     open_run = False
     for m in re.finditer(r"\S+", doc[after:]):
         word = m.group()
-        core = word.rstrip(",.;:)!?'\"")
-        start = after + m.start() + (1 if core[:1] in "(\"'" else 0)
-        core = core.lstrip("(\"'")
+        inner = word.lstrip("(\"'")
+        core = inner.rstrip(",.;:)!?'\"")
         if core[:1].isupper():
+            start = after + m.start() + len(word) - len(inner)
             end = start + len(core)
-            if open_run:
+            if open_run and inner == word:  # "New York": continue; "New (York": a new run
                 runs[-1][1] = end
             else:
                 runs.append([start, end])
-            open_run = len(core) == len(word)  # punctuation after the word ends the run
+            open_run = core == inner  # punctuation after the word ends the run
         else:
             open_run = False
     return [(a, b) for a, b in runs]
