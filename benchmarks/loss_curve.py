@@ -14,12 +14,12 @@ to 0.11 at the same epoch.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 from spangpt.reproduce import PAPER_PRETRAIN_LOSS, epoch_losses
+from spangpt.train import read_metrics
 
 
 def table(recs: list[dict]) -> str:
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         if rc:
             return rc
         args.metrics = ckpt.with_name(ckpt.name.removesuffix(".safetensors") + ".metrics.jsonl")
-    recs = [json.loads(line) for line in args.metrics.read_text().splitlines() if line.strip()]
+    recs = read_metrics(args.metrics)  # a run still going (or killed) may end in a half-written line
     print(f"\n{args.metrics}: {recs[-1]['step']} steps, {recs[-1]['elapsed_s'] / 60:.1f} min\n")
     print(table(recs))
     return 0
