@@ -42,13 +42,25 @@ def test_every_run_writes_dev_and_test_predictions_and_a_report(table, synth_dir
     assert [r["name"] for r in results["runs"]] == ["scratch", "vanilla", "rope"]
     n_dev = len((synth_dir / "birth_dev.tsv").read_text().splitlines())
     n_test = len((synth_dir / "birth_test_inputs.tsv").read_text().splitlines())
+    answers = [line.split("\t")[1] for line in (synth_dir / "birth_dev.tsv").read_text().splitlines()]
+
+    def correct(predictions):  # counted here from the file, not by the code under test
+        return sum(p == a for p, a in zip(predictions.read_text().split("\n")[:-1], answers))
+
     for name in ("scratch", "vanilla", "rope"):
         assert len((out / f"{name}.seed0.dev.predictions").read_text().splitlines()) == n_dev
         assert len((out / f"{name}.seed0.test.predictions").read_text().splitlines()) == n_test
         result = json.loads((out / f"{name}.seed0.result.json").read_text())
-        preds = (out / f"{name}.seed0.dev.predictions").read_text().split("\n")[:-1]
-        answers = [line.split("\t")[1] for line in (synth_dir / "birth_dev.tsv").read_text().splitlines()]
-        assert result["total"] == n_dev and result["correct"] == sum(p == a for p, a in zip(preds, answers))
+        assert result["total"] == n_dev and result["correct"] == correct(out / f"{name}.seed0.dev.predictions")
+        # the pretrained model, before fine-tuning: its own dev and test predictions and score
+        before = out / f"{name}.seed0.pretrain.dev.predictions"
+        if name == "scratch":
+            assert "before_finetune" not in result and not before.exists()
+            continue
+        assert len(before.read_text().splitlines()) == n_dev
+        assert len((out / f"{name}.seed0.pretrain.test.predictions").read_text().splitlines()) == n_test
+        assert result["before_finetune"] == {"correct": correct(before), "total": n_dev,
+                                             "accuracy": 100.0 * correct(before) / n_dev}
     report = (out / "report.md").read_text()
     assert "| RoPE |" in report and "always 'London'" in report
     assert (out / "losses.png").stat().st_size > 0 and (out / "accuracy.png").stat().st_size > 0
@@ -173,14 +185,23 @@ def test_a_stop_crosses_process_boundaries_intact():
 
 
 def test_table_mean_std_beside_the_original_hand_computed():
-    def run(name, acc, seed):
-        return {"name": name, "seed": seed, "accuracy": acc, "answer_loss": 1.0, "pretrain": {"final_loss": 0.5}}
+    def run(name, acc, seed, before=None):
+        r = {"name": name, "seed": seed, "accuracy": acc, "answer_loss": 1.0}
+        if name != "scratch":
+            r["pretrain"] = {"final_loss": 0.5}
+        if before is not None:
+            r["before_finetune"] = {"correct": 0, "total": 500, "accuracy": before}
+        return r
 
     results = {"recipe": "paper", "seeds": [0, 1], "london": {"correct": 25, "total": 500, "accuracy": 5.0},
-               "runs": [run("scratch", 1.0, 0), run("vanilla", 20.0, 0), run("vanilla", 40.0, 1)]}
+               "runs": [run("scratch", 1.0, 0), run("vanilla", 20.0, 0, before=25.4), run("vanilla", 40.0, 1),
+                        run("scratch", 2.0, 1)]}
     lines = rp.format_table(results).splitlines()
     vanilla = next(line for line in lines if line.startswith("| vanilla"))
-    assert "| 30.0% ± 14.1 | 20.0, 40.0 | 26.2% |" in vanilla  # stdev(20, 40) = sqrt(200) = 14.14
+    # stdev(20, 40) = sqrt(200) = 14.14; seed 1 finished before the column existed: -
+    assert "| 30.0% ± 14.1 | 20.0, 40.0 | 25.4, - | 26.2% |" in vanilla
+    assert next(line for line in lines if line.startswith("| no pretraining")).startswith("| no pretraining | 1.5% ± 0.7 | 1.0, 2.0 | - | 1.2% |")
+    assert len({line.count("|") for line in lines}) == 1  # every row has the header's columns
     assert next(line for line in lines if line.startswith("| always")).startswith("| always 'London' | 5.0% (25/500)")
     assert not any(line.startswith("| RoPE") for line in lines)  # no runs, no row
 

@@ -1,7 +1,7 @@
 """The experiment table: no pretraining vs vanilla vs RoPE (and 'always London'), over one or more seeds.
 
-Writes into OUT: checkpoints, dev/test predictions, results.json, report.md and (with matplotlib) two
-plots, losses.png and accuracy.png. The report reads finished results only; it never touches tensors.
+Writes into OUT: checkpoints, dev/test predictions (of each fine-tuned model, and of each pretrained one
+before fine-tuning), results.json, report.md and (with matplotlib) two plots, losses.png and accuracy.png. The report reads finished results only; it never touches tensors.
 """
 from __future__ import annotations
 
@@ -64,6 +64,13 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
         init = out / f"{name}.seed{seed}.pretrain.safetensors"
         info["pretrain"] = stages.pretrain(data, init, variant, recipe, train_overrides={**o, **(run_options or {})},
                                            quiet=True, resume="auto")["result"]
+        # The pretrained model asked the dev questions as it is: with the QA pairs mixed into pretraining it
+        # already answers in their format, and fine-tuning can take answers away (README, "Extractable
+        # knowledge"), so the table shows both. Test predictions too, in case dev picks this model.
+        _, (correct, total) = stages.evaluate(init, data / DEV, out / f"{name}.seed{seed}.pretrain.dev.predictions",
+                                              o.get("device", "auto"))
+        info["before_finetune"] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total}
+        _predict_test(init, data, out / f"{name}.seed{seed}.pretrain.test.predictions", o.get("device", "auto"))
     info["finetune"] = stages.finetune(data, ft, variant, init, recipe, train_overrides={**o, **(run_options or {})},
                                        quiet=True, resume="auto")["result"]
     t = time.perf_counter()
@@ -71,14 +78,20 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     info["eval_seconds"] = round(time.perf_counter() - t, 2)
     model, vocab, _ = checkpoint.load(ft)
     info["answer_loss"] = answer_loss(model, vocab, load_questions(data / DEV), str(data / DEV))
-    if (data / TEST).is_file():
-        stages.evaluate(ft, data / TEST, out / f"{name}.seed{seed}.test.predictions", o.get("device", "auto"), need_answers=False)
+    _predict_test(ft, data, out / f"{name}.seed{seed}.test.predictions", o.get("device", "auto"))
     info.update(correct=correct, total=total, accuracy=100.0 * correct / total,
                 minutes=round((time.perf_counter() - t0) / 60, 2))
     atomic_write(done, lambda t: Path(t).write_text(json.dumps(info, indent=2)))
-    print(f"{name} seed {seed}: dev {correct}/{total} = {info['accuracy']:.1f}%, "
-          f"answer loss {info['answer_loss']:.3f}", flush=True)
+    before = info.get("before_finetune")
+    print(f"{name} seed {seed}: dev {correct}/{total} = {info['accuracy']:.1f}%"
+          + (f" ({before['accuracy']:.1f}% before fine-tuning)" if before else "")
+          + f", answer loss {info['answer_loss']:.3f}", flush=True)
     return info
+
+
+def _predict_test(ckpt: Path, data: Path, out: Path, device: str) -> None:
+    if (data / TEST).is_file():
+        stages.evaluate(ckpt, data / TEST, out, device, need_answers=False)
 
 
 def _recipe_tables(recipe: str) -> dict:
@@ -245,10 +258,12 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def format_table(results: dict) -> str:
-    """Markdown: mean ± std over seeds, each seed, the original's number (paper recipe), pretraining loss."""
+    """Markdown: mean ± std over seeds, each seed, the pretrained model's per seed before fine-tuning, the
+    original's number (paper recipe), pretraining loss. A run finished before that column existed shows -."""
     paper = results["recipe"] == "paper"
-    lines = ["| model | dev exact match (mean ± std) | per seed | " + ("the original | " if paper else "") +
-             "final pretraining loss | dev answer loss (nats/char) |", "|---" * (5 + paper) + "|"]
+    lines = ["| model | dev exact match (mean ± std) | per seed | before fine-tuning, per seed | " +
+             ("the original | " if paper else "") + "final pretraining loss | dev answer loss (nats/char) |",
+             "|---" * (6 + paper) + "|"]
     lo = results["london"]
     for key, label, accs, losses in _rows(results):
         runs = [r for r in results["runs"] if r["name"] == key]
@@ -256,11 +271,13 @@ def format_table(results: dict) -> str:
         cell = f"{mean:.1f}% ({lo['correct']}/{lo['total']})" if key == "london" else \
             f"{mean:.1f}%" + (f" ± {std:.1f}" if len(accs) > 1 else "")
         each = "-" if key == "london" else ", ".join(f"{a:.1f}" for a in accs)
+        before = ", ".join(f"{r['before_finetune']['accuracy']:.1f}" if "before_finetune" in r else "-"
+                           for r in runs if "pretrain" in r) or "-"
         orig = f"{PAPER_DEV[key]:.1f}% | " if paper else ""
         pre = [r["pretrain"]["final_loss"] for r in runs if "pretrain" in r]
         pre_cell = ", ".join(f"{x:.3f}" for x in pre) if pre else "-"
         loss = f"{statistics.mean(losses):.3f}" if losses else "-"
-        lines.append(f"| {label} | {cell} | {each} | {orig}{pre_cell} | {loss} |")
+        lines.append(f"| {label} | {cell} | {each} | {before} | {orig}{pre_cell} | {loss} |")
     return "\n".join(lines)
 
 
@@ -314,22 +331,31 @@ def plot_losses(out: Path, recipe: str = "") -> bool:
 
 
 def plot_accuracy(out: Path, results: dict) -> bool:
-    """Dev exact match per row (accuracy.png): bars at the mean, a dot per seed, the original's as x."""
+    """Dev exact match per row (accuracy.png): bars at the mean, a dot per seed, a ring per seed for the
+    pretrained model before fine-tuning, the original's as x."""
     plt = _pyplot()
     if plt is None:
         return False
     rows = _rows(results)
     fig, ax = plt.subplots(figsize=(7, 4))
+    labelled = set()
+
+    def mark(x, ys, style, label, **kw):  # each label once in the legend
+        ax.plot([x] * len(ys), ys, style, label=None if label in labelled else label, **kw)
+        labelled.add(label)
+
     for i, (key, _, accs, _) in enumerate(rows):
         mean, std = _mean_std(accs)
         ax.bar(i, mean, yerr=std or None, color="C0" if key != "london" else "0.7", capsize=4)
-        ax.plot([i] * len(accs), accs, "o", color="k", markersize=3)
+        mark(i, accs, "o", "per seed", color="k", markersize=3)
+        before = [r["before_finetune"]["accuracy"] for r in results["runs"] if r["name"] == key and "before_finetune" in r]
+        if before:
+            mark(i + 0.2, before, "o", "before fine-tuning", color="C1", fillstyle="none", markersize=5)
         if results["recipe"] == "paper":
-            ax.plot(i, PAPER_DEV[key], "x", color="C3", markersize=9, label="the original" if i == 0 else None)
+            mark(i, [PAPER_DEV[key]], "x", "the original", color="C3", markersize=9)
     ax.set_xticks(range(len(rows)), [label for _, label, _, _ in rows], fontsize=8)
     ax.set(ylabel="dev exact match (%)", title=f"recipe {results['recipe']}, seeds {results['seeds']}")
-    if results["recipe"] == "paper":
-        ax.legend(fontsize=8)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "accuracy.png", dpi=100)
     plt.close(fig)
