@@ -122,6 +122,35 @@ def test_an_interrupted_table_continues_where_it_stopped(table, synth_dir, tmp_p
         assert all(torch.equal(a[k], b[k]) for k in b), name
 
 
+def test_max_minutes_is_one_budget_for_the_whole_table(table, synth_dir, tmp_path, monkeypatch):
+    """Each stage gets the minutes left of the call's budget, not a budget of its own."""
+    budgets = []
+    for stage in ("pretrain", "finetune"):
+        real = getattr(stages, stage)
+        monkeypatch.setattr(stages, stage, lambda *a, _real=real, **k: budgets.append(k["train_overrides"]["max_minutes"])
+                            or _real(*a, **k))
+    _, recipe, _ = table
+    rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), train_overrides=FAST,
+                 run_options={"max_minutes": 30})
+    assert len(budgets) == 5 and 29 < budgets[-1] < budgets[0] <= 30
+    assert all(a > b for a, b in zip(budgets, budgets[1:]))  # the clock runs down across stages
+    with pytest.raises(UserError, match="--max-minutes must be >= 0"):
+        rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), run_options={"max_minutes": -1})
+
+
+def test_reproduce_cli_stops_at_max_minutes_with_exit_75_then_goes_on(table, synth_dir, tmp_path, capsys):
+    from spangpt.cli import main
+
+    _, recipe, _ = table
+    argv = ["reproduce", "--data", str(synth_dir), "--out", str(tmp_path), "--recipe", str(recipe),
+            "--variants", "rope", "--max-steps", "2", "--device", "cpu"]
+    assert main(argv + ["--max-minutes", "0.000001"]) == 75
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("spangpt: --max-minutes 1e-06 used up at step 1; state saved to ")
+    assert err.endswith("run the same command again to continue")
+    assert main(argv) == 0 and (tmp_path / "rope.seed0.result.json").is_file()
+
+
 def test_jobs_train_side_by_side_to_the_same_results(table, synth_dir, tmp_path):
     """--jobs 2: the same runs in two worker processes give the table's weights and predictions, in its order."""
     from safetensors.torch import load_file

@@ -141,8 +141,12 @@ def cmd_reproduce(args) -> None:
     try:
         reproduce(args.data, args.out, recipe=args.recipe, seeds=args.seeds, variants=args.variants,
                   train_overrides=_overrides(args, ("device", "precision", "max_steps")),
-                  run_options=_overrides(args, ("save_every",)), jobs=args.jobs)
+                  run_options=_overrides(args, ("save_every", "max_minutes")), jobs=args.jobs)
     except Stopped as e:
+        from spangpt.train import EXIT_BUDGET
+
+        if e.exit_code == EXIT_BUDGET:  # the stage saw only the minutes left of the table's budget
+            e.why = f"--max-minutes {args.max_minutes:g} used up"
         e.hint = "run the same command again to continue"  # reproduce always resumes
         raise
 
@@ -211,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="cap every training stage (smoke tests)")
     p.add_argument("--save-every", type=int, metavar="N", help="save each stage's resumable state every N steps "
                    "(an interrupted table always continues where it stopped when run again)")
+    p.add_argument("--max-minutes", type=float, metavar="M", help="stop the whole table after M minutes, "
+                   "each running stage's state saved, exit status 75; the same command again goes on")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="train N runs at once, sharing the CPU threads "
                    "(2 on a 2-core CPU: small models gain little from a second thread)")
     p.set_defaults(fn=cmd_reproduce)

@@ -44,7 +44,7 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     (its <name>.seed<N>.result.json exists, written last) is read back instead, so seeds can be added to
     a table across sessions; one made with another recipe or other overrides is an error, not reused.
     An interrupted run resumes its stages from their saved states (--resume auto). run_options (e.g.
-    save_every) change how stages run, not what they compute, so they are not part of the key."""
+    save_every, deadline) change how stages run, not what they compute, so they are not part of the key."""
     o = {**overrides, "seed": seed}
     done = out / f"{name}.seed{seed}.result.json"
     # the recipe's content, not only its name: a changed recipe file must not reuse runs made with the old one
@@ -62,7 +62,7 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     t0 = time.perf_counter()
     if pretrain:
         init = out / f"{name}.seed{seed}.pretrain.safetensors"
-        info["pretrain"] = stages.pretrain(data, init, variant, recipe, train_overrides={**o, **(run_options or {})},
+        info["pretrain"] = stages.pretrain(data, init, variant, recipe, train_overrides={**o, **_stage_options(run_options)},
                                            quiet=True, resume="auto")["result"]
         # The pretrained model asked the dev questions as it is: with the QA pairs mixed into pretraining it
         # already answers in their format, and fine-tuning can take answers away (README, "Extractable
@@ -71,7 +71,7 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
                                               o.get("device", "auto"))
         info["before_finetune"] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total}
         _predict_test(init, data, out / f"{name}.seed{seed}.pretrain.test.predictions", o.get("device", "auto"))
-    info["finetune"] = stages.finetune(data, ft, variant, init, recipe, train_overrides={**o, **(run_options or {})},
+    info["finetune"] = stages.finetune(data, ft, variant, init, recipe, train_overrides={**o, **_stage_options(run_options)},
                                        quiet=True, resume="auto")["result"]
     t = time.perf_counter()
     _, (correct, total) = stages.evaluate(ft, data / DEV, out / f"{name}.seed{seed}.dev.predictions", o.get("device", "auto"))
@@ -89,6 +89,17 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     return info
 
 
+def _stage_options(run_options: dict | None) -> dict:
+    """run_options for a stage about to start: the table's deadline (reproduce --max-minutes) becomes the
+    minutes left, at least a moment (0 would mean no limit): a stage that starts late takes one step, saves
+    its state and stops, and the same command again goes on from there."""
+    opts = dict(run_options or {})
+    deadline = opts.pop("deadline", None)
+    if deadline is not None:
+        opts["max_minutes"] = max((deadline - time.time()) / 60, 1e-9)
+    return opts
+
+
 def _predict_test(ckpt: Path, data: Path, out: Path, device: str) -> None:
     if (data / TEST).is_file():
         stages.evaluate(ckpt, data / TEST, out, device, need_answers=False)
@@ -103,6 +114,12 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     """jobs > 1 trains that many runs at once, in processes that share the CPU threads (or the GPU): on a
     2-core CPU a small model gains little from a second thread, so two models side by side finish sooner."""
     data, out = Path(data), Path(out)
+    run_options = dict(run_options or {})
+    minutes = run_options.pop("max_minutes", 0)
+    if minutes < 0:
+        raise UserError(f"--max-minutes must be >= 0 (0 = no limit), got {minutes:g}")
+    if minutes:  # a budget for this whole call, not for each stage: a wall-clock deadline
+        run_options["deadline"] = time.time() + 60 * minutes
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
