@@ -159,6 +159,7 @@ def _recipe(name):
     ("fast-30min", "fast-30min-linear", {"schedule": "linear"}),
     ("fast-30min-focus", "fast-30min-focus-linear", {"schedule": "linear"}),
     ("fast-90min", "fast-90min-focus", {"focus": 0.25}),
+    ("fast-90min-focus", "fast-90min-focus-linear", {"schedule": "linear"}),
 ])
 def test_fast_30min_descendants_change_one_option(base, name, changed):
     """Each descendant of fast-30min differs from its base in one [pretrain] option (and the log interval
