@@ -1,0 +1,78 @@
+"""Where do a model's wrong answers come from? Dev predictions against the biographies.
+
+    python benchmarks/wrong_answers.py DATA A.dev.predictions [B.dev.predictions ...]
+
+For each wrong answer: is it a place named in the person's own line (a distractor), or in the line of
+a namesake (another person who shares a word of the name: "Bob Lee" for "Ann Lee")? The namesake count
+is set beside chance: as many random other lines per person, averaged over draws. Far above chance means
+the model looks facts up partly by a single word of the name, not by the whole name.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from spangpt.data import _name_head, load_corpus, load_questions, read_text
+
+QUESTION = ("Where was ", " born?")
+
+
+def _asked(question: str) -> str:
+    return question[len(QUESTION[0]):-len(QUESTION[1])]
+
+
+def classify(wiki: list[str], questions: list[tuple[str, str]], preds: list[str], draws: int = 20,
+             seed: int = 0) -> dict:
+    """Counts over the questions: right, wrong, wrong and in the own line, wrong for a person with
+    namesakes, wrong and in a namesake's line, and that last count by chance (random lines, mean of draws)."""
+    lines = {}
+    for line in wiki:
+        lines.setdefault(line[: _name_head(line) - 2], line)
+    by_word: dict[str, list[str]] = {}
+    for name in lines:
+        for w in set(name.split()):
+            by_word.setdefault(w, []).append(name)
+    rng = random.Random(seed)
+    names = list(lines)
+    c = dict(right=0, wrong=0, own_line=0, with_namesakes=0, namesake_line=0, chance=0.0)
+    for (q, answer), pred in zip(questions, preds):
+        if pred == answer:
+            c["right"] += 1
+            continue
+        c["wrong"] += 1
+        name = _asked(q)
+        own = lines.get(name, "")
+        if pred and pred in own:
+            c["own_line"] += 1
+            continue
+        mates = sorted({m for w in set(name.split()) for m in by_word.get(w, []) if m != name})
+        if not pred or not mates:
+            continue
+        c["with_namesakes"] += 1
+        c["namesake_line"] += any(pred in lines[m] for m in mates)
+        others = [n for n in names if n != name]
+        c["chance"] += sum(any(pred in lines[m] for m in rng.sample(others, len(mates))) for _ in range(draws)) / draws
+    return c
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path, help="folder with wiki.txt and the questions")
+    ap.add_argument("predictions", type=Path, nargs="+", help="one prediction per line, as `spangpt evaluate` writes")
+    ap.add_argument("--questions", default="birth_dev.tsv", help="question<TAB>answer file in DATA (default birth_dev.tsv)")
+    args = ap.parse_args(argv)
+    wiki = load_corpus(args.data / "wiki.txt")
+    questions = load_questions(args.data / args.questions)
+    for path in args.predictions:
+        preds = read_text(path).splitlines()
+        if len(preds) != len(questions):
+            raise SystemExit(f"{path}: {len(preds)} predictions for {len(questions)} questions")
+        c = classify(wiki, questions, preds)
+        print(f"{path}: {c['right']} right, {c['wrong']} wrong; of the wrong, {c['own_line']} name a place of the "
+              f"person's own line; {c['namesake_line']} of {c['with_namesakes']} (people with namesakes) a place of a "
+              f"namesake's line, against {c['chance']:.1f} by chance")
+
+
+if __name__ == "__main__":
+    main()

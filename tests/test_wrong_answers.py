@@ -1,0 +1,35 @@
+"""benchmarks/wrong_answers.py: counts checked on a hand-made corpus."""
+import pytest
+from conftest import load_benchmark
+
+WIKI = ["Ann Lee. Ann Lee was born in Paris .",
+        "Bob Lee. Bob Lee was born in Rome .",
+        "Cid P. Moe. Cid P Moe was born in Oslo and lives in Lima .",
+        "Dan Roe. Dan Roe was born in Kyiv ."]
+QUESTIONS = [("Where was Ann Lee born?", "Paris"), ("Where was Cid P. Moe born?", "Oslo"),
+             ("Where was Dan Roe born?", "Kyiv"), ("Where was Bob Lee born?", "Rome")]
+
+
+def test_counts_against_hand_computed_case():
+    preds = ["Rome",   # wrong: Bob Lee's place, a namesake (shares "Lee")
+             "Lima",   # wrong: a place of Cid P. Moe's own line (whose name holds an initial)
+             "Kyiv",   # right
+             "Bern"]   # wrong: no line names it; Bob Lee has a namesake (Ann Lee)
+    c = load_benchmark("wrong_answers").classify(WIKI, QUESTIONS, preds, draws=50)
+    assert {k: v for k, v in c.items() if k != "chance"} == \
+        {"right": 1, "wrong": 3, "own_line": 1, "with_namesakes": 2, "namesake_line": 1}
+    # chance: Ann Lee draws 1 of the 3 other lines, and "Rome" is in 1 of them; "Bern" is in none
+    assert 0.1 < c["chance"] < 0.6
+
+
+def test_main_prints_a_line_per_file_and_refuses_a_short_one(tmp_path, capsys):
+    (tmp_path / "wiki.txt").write_text("\n".join(WIKI), encoding="utf-8")
+    (tmp_path / "birth_dev.tsv").write_text("".join(f"{q}\t{a}\n" for q, a in QUESTIONS), encoding="utf-8")
+    (tmp_path / "a.pred").write_text("Rome\nLima\nKyiv\nBern\n", encoding="utf-8")
+    (tmp_path / "short.pred").write_text("Rome\n", encoding="utf-8")
+    mod = load_benchmark("wrong_answers")
+    mod.main([str(tmp_path), str(tmp_path / "a.pred")])
+    out = capsys.readouterr().out
+    assert "1 right, 3 wrong" in out and "1 of 2 (people with namesakes)" in out
+    with pytest.raises(SystemExit, match="1 predictions for 4 questions"):
+        mod.main([str(tmp_path), str(tmp_path / "short.pred")])
