@@ -1,7 +1,8 @@
 """The experiment table: no pretraining vs vanilla vs RoPE (and 'always London'), over one or more seeds.
 
 Writes into OUT: checkpoints, dev/test predictions (of each fine-tuned model, and of each pretrained one
-before fine-tuning), results.json, report.md and (with matplotlib) two plots, losses.png and accuracy.png. The report reads finished results only; it never touches tensors.
+before fine-tuning), results.json, report.md and (with matplotlib) two plots, losses.png and accuracy.png.
+The report reads finished results only; it never touches tensors.
 """
 from __future__ import annotations
 
