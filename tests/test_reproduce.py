@@ -127,8 +127,8 @@ def test_max_minutes_is_one_budget_for_the_whole_table(table, synth_dir, tmp_pat
     budgets = []
     for stage in ("pretrain", "finetune"):
         real = getattr(stages, stage)
-        monkeypatch.setattr(stages, stage, lambda *a, _real=real, **k: budgets.append(k["train_overrides"]["max_minutes"])
-                            or _real(*a, **k))
+        monkeypatch.setattr(stages, stage, lambda *a, _real=real, **k:
+                            budgets.append(k["train_overrides"]["max_minutes"]) or _real(*a, **k))
     _, recipe, _ = table
     rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), train_overrides=FAST,
                  run_options={"max_minutes": 30})
@@ -229,7 +229,8 @@ def test_table_mean_std_beside_the_original_hand_computed():
     vanilla = next(line for line in lines if line.startswith("| vanilla"))
     # stdev(20, 40) = sqrt(200) = 14.14; seed 1 finished before the column existed: -
     assert "| 30.0% ± 14.1 | 20.0, 40.0 | 25.4, - | 26.2% |" in vanilla
-    assert next(line for line in lines if line.startswith("| no pretraining")).startswith("| no pretraining | 1.5% ± 0.7 | 1.0, 2.0 | - | 1.2% |")
+    scratch = next(line for line in lines if line.startswith("| no pretraining"))
+    assert scratch.startswith("| no pretraining | 1.5% ± 0.7 | 1.0, 2.0 | - | 1.2% |")
     assert len({line.count("|") for line in lines}) == 1  # every row has the header's columns
     assert next(line for line in lines if line.startswith("| always")).startswith("| always 'London' | 5.0% (25/500)")
     assert not any(line.startswith("| RoPE") for line in lines)  # no runs, no row

@@ -63,8 +63,8 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     t0 = time.perf_counter()
     if pretrain:
         init = out / f"{name}.seed{seed}.pretrain.safetensors"
-        info["pretrain"] = stages.pretrain(data, init, variant, recipe, train_overrides={**o, **_stage_options(run_options)},
-                                           quiet=True, resume="auto")["result"]
+        info["pretrain"] = stages.pretrain(data, init, variant, recipe, quiet=True, resume="auto",
+                                           train_overrides={**o, **_stage_options(run_options)})["result"]
         # The pretrained model asked the dev questions as it is: with the QA pairs mixed into pretraining it
         # already answers in their format, and fine-tuning can take answers away (README, "Extractable
         # knowledge"), so the table shows both. Test predictions too, in case dev picks this model.
@@ -72,8 +72,8 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
                                               o.get("device", "auto"))
         info["before_finetune"] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total}
         _predict_test(init, data, out / f"{name}.seed{seed}.pretrain.test.predictions", o.get("device", "auto"))
-    info["finetune"] = stages.finetune(data, ft, variant, init, recipe, train_overrides={**o, **_stage_options(run_options)},
-                                       quiet=True, resume="auto")["result"]
+    info["finetune"] = stages.finetune(data, ft, variant, init, recipe, quiet=True, resume="auto",
+                                       train_overrides={**o, **_stage_options(run_options)})["result"]
     t = time.perf_counter()
     _, (correct, total) = stages.evaluate(ft, data / DEV, out / f"{name}.seed{seed}.dev.predictions", o.get("device", "auto"))
     info["eval_seconds"] = round(time.perf_counter() - t, 2)
@@ -366,7 +366,8 @@ def plot_accuracy(out: Path, results: dict) -> bool:
         mean, std = _mean_std(accs)
         ax.bar(i, mean, yerr=std or None, color="C0" if key != "london" else "0.7", capsize=4)
         mark(i, accs, "o", "per seed", color="k", markersize=3)
-        before = [r["before_finetune"]["accuracy"] for r in results["runs"] if r["name"] == key and "before_finetune" in r]
+        before = [r["before_finetune"]["accuracy"] for r in results["runs"]
+                  if r["name"] == key and "before_finetune" in r]
         if before:
             mark(i + 0.2, before, "o", "before fine-tuning", color="C1", fillstyle="none", markersize=5)
         if results["recipe"] == "paper":
