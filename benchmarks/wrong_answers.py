@@ -15,13 +15,6 @@ from pathlib import Path
 
 from spangpt.data import _name_head, load_corpus, load_questions, read_text
 
-QUESTION = ("Where was ", " born?")
-
-
-def _asked(question: str) -> str:
-    return question[len(QUESTION[0]):-len(QUESTION[1])]
-
-
 def classify(wiki: list[str], questions: list[tuple[str, str]], preds: list[str], draws: int = 20,
              seed: int = 0) -> dict:
     """Counts over the questions: right, wrong, wrong and in the own line, wrong for a person with
@@ -41,7 +34,7 @@ def classify(wiki: list[str], questions: list[tuple[str, str]], preds: list[str]
             c["right"] += 1
             continue
         c["wrong"] += 1
-        name = _asked(q)
+        name = q.removeprefix("Where was ").removesuffix(" born?")  # as recall_probe.py reads it
         own = lines.get(name, "")
         if pred and pred in own:
             c["own_line"] += 1

@@ -49,7 +49,8 @@ def test_london_baseline_is_five_percent():
 def test_every_wiki_line_starts_with_the_name_its_question_asks_about():
     """The name head that `focus`, `window` and `salient_mask` keep first is the QA files' name, line by line."""
     def asked(name, answers=True):  # "Where was NAME born?" -> NAME
-        return {q[len("Where was "):-len(" born?")] for q, _ in load_questions(REAL_DATA / name, need_answers=answers)}
+        return {q.removeprefix("Where was ").removesuffix(" born?")
+                for q, _ in load_questions(REAL_DATA / name, need_answers=answers)}
 
     names = asked("birth_places_train.tsv") | asked("birth_dev.tsv") | asked("birth_test_inputs.tsv", answers=False)
     heads = [d[:_name_head(d)] for d in load_corpus(REAL_DATA / "wiki.txt")]
