@@ -151,7 +151,7 @@ def _recipe(name):
 @pytest.mark.parametrize("base, name, changed", [
     ("fast-30min", "fast-90min", {"epochs": 400}),
     ("fast-30min", "fast-30min-focus", {"focus": 0.25}),
-    # the ablation rows at fast-30min's budget (README, "Next steps")
+    # the ablation rows at fast-30min's budget (docs/experiments.md, "Next steps")
     ("fast-30min", "fast-30min-no-mix", {"mix_qa": False, "log_interval": 46}),
     ("fast-30min", "fast-30min-paper-decay", {"decay_on": "non-bias", "weight_decay": 0.1}),
     ("fast-30min", "fast-30min-window", {"window": True}),

@@ -66,8 +66,8 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
         info["pretrain"] = stages.pretrain(data, init, variant, recipe, quiet=True, resume="auto",
                                            train_overrides={**o, **_stage_options(run_options)})["result"]
         # The pretrained model asked the dev questions as it is: with the QA pairs mixed into pretraining it
-        # already answers in their format, and fine-tuning can take answers away (README, "Extractable
-        # knowledge"), so the table shows both. Test predictions too, in case dev picks this model.
+        # already answers in their format, and fine-tuning can take answers away (docs/experiments.md),
+        # so the table shows both. Test predictions too, in case dev picks this model.
         _, (correct, total) = stages.evaluate(init, data / DEV, out / f"{name}.seed{seed}.pretrain.dev.predictions",
                                               o.get("device", "auto"))
         info["before_finetune"] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total}
