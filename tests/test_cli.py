@@ -127,3 +127,46 @@ def test_errors_name_the_file_line_even_after_blank_lines(pipeline, synth_dir, t
     assert main(["finetune", "--variant", "rope", "--data", str(qa), "--init", str(ft), "--out",
                  str(tmp_path / "f.safetensors"), "--max-steps", "1", "--device", "cpu", "--recipe", "demo"]) == 2
     assert f"birth_places_train.tsv:4: character '\u2603'" in capsys.readouterr().err
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["finetune --out = --init", "evaluate --out = --input", "evaluate --out = ckpt",
+                                  "pretrain --out = wiki.txt"])
+def test_an_out_that_is_an_input_is_refused_and_nothing_changes(pipeline, synth_dir, tmp_path, capsys, case):
+    """`finetune --init X --out X` used to train and then overwrite the pretrained model, its metrics and
+    its state; `evaluate --out` equal to --input replaced the questions with the predictions."""
+    out, pre, ft = pipeline
+    dev = tmp_path / "dev.tsv"
+    dev.write_bytes((synth_dir / "birth_dev.tsv").read_bytes())
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("wiki.txt", "birth_places_train.tsv"):
+        (data / name).write_bytes((synth_dir / name).read_bytes())
+    argv = {
+        "finetune --out = --init": ["finetune", "--variant", "rope", "--data", str(synth_dir), "--init", str(pre),
+                                    "--out", str(pre), "--max-steps", "1", "--recipe", "demo"],
+        "evaluate --out = --input": ["evaluate", str(ft), "--input", str(dev), "--out", str(dev)],
+        "evaluate --out = ckpt": ["evaluate", str(ft), "--input", str(dev), "--out", str(ft)],
+        "pretrain --out = wiki.txt": ["pretrain", "--variant", "rope", "--data", str(data),
+                                      "--out", str(data / "wiki.txt"), *TINY],
+    }[case]
+    before = {d: _snapshot(d) for d in (out, tmp_path, data)}
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "writing there would destroy it" in err
+    assert {d: _snapshot(d) for d in (out, tmp_path, data)} == before
+
+
+@pytest.mark.parametrize("command", ["pretrain", "evaluate"])
+def test_an_out_that_is_a_folder_is_refused_before_any_work(pipeline, synth_dir, tmp_path, capsys, command):
+    """It used to fail only at the final rename, after the whole run, with a traceback."""
+    _, _, ft = pipeline
+    argv = {"pretrain": ["pretrain", "--variant", "rope", "--data", str(synth_dir), "--out", str(tmp_path), *TINY],
+            "evaluate": ["evaluate", str(ft), "--input", str(synth_dir / "birth_dev.tsv"), "--out", str(tmp_path)]}
+    assert main(argv[command]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path}: is a folder" in err
+    assert list(tmp_path.iterdir()) == [] and not tmp_path.with_name(tmp_path.name + ".metrics.jsonl").exists()

@@ -29,6 +29,19 @@ def sidecar(ckpt: Path, suffix: str) -> Path:
     return ckpt.with_name(ckpt.name.removesuffix(".safetensors") + suffix)
 
 
+def check_out(out: Path, inputs: dict) -> None:
+    """Refuse, before any work, an --out that would be lost or would destroy an input: a folder (the rename
+    at the end would fail after the whole run), or one of the files this command reads, e.g. `finetune
+    --init X --out X`, which would overwrite the pretrained model, its metrics and its state.
+    inputs: {what: path}."""
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; --out takes a file name (e.g. {out / 'model.safetensors'})")
+    for what, path in inputs.items():
+        if path is not None and out.resolve() == Path(path).resolve():
+            raise UserError(f"{out}: is also this command's {what}; writing there would destroy it, "
+                            f"choose another --out")
+
+
 def _start(run: dict, out: Path, quiet: bool) -> None:
     if not quiet:
         print(json.dumps(run, indent=2))
@@ -51,6 +64,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     (continue from the saved state if there is one; a finished run is returned as it is), or a state file.
     """
     data, out = Path(data), Path(out)
+    check_out(out, {"corpus": data / WIKI, "training pairs": data / TRAIN_QA})
     docs, vocab = load_wiki(data / WIKI)
     rec = load_recipe(recipe)
     recipe_mix_qa, window, salient, focus = data_options(rec, variant)
@@ -78,6 +92,7 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
              model_overrides=None, train_overrides=None, quiet: bool = False, resume: str | None = None) -> dict:
     data, out = Path(data), Path(out)
     qa_path = data / TRAIN_QA
+    check_out(out, {"--init checkpoint": init, "corpus": data / WIKI, "training pairs": qa_path})
     numbered = numbered_questions(qa_path)
     rec = load_recipe(recipe)
     if init is not None:
@@ -179,6 +194,8 @@ def _saved_state(state_path: Path, resume: str | None) -> dict | None:
 
 def evaluate(ckpt: Path, input_path: Path, out: Path | None, device: str = "auto", need_answers: bool = True):
     """-> (predictions, (correct, total) or None). Writes predictions when out is given."""
+    if out is not None:
+        check_out(Path(out), {"--input file": input_path, "checkpoint": ckpt})
     numbered = numbered_questions(input_path, need_answers=need_answers)
     model, vocab, _ = checkpoint.load(ckpt, device=pick_device(device))
     questions, lines = [q for _, q, _ in numbered], [n for n, _, _ in numbered]
