@@ -61,6 +61,51 @@ def test_keys_in_the_wrong_place_are_errors_not_silently_dropped(tmp_path):
     assert train_config(r, "pretrain", {}, documents=10, block_size=128).final_tokens == 5 * 10 * 128
 
 
+@pytest.mark.parametrize("text, message", [
+    ("[pretrian]\nlr = 1e-3\n", r"r\.toml: unknown table\(s\) pretrian"),
+    ("pretrain = 3\n", r"r\.toml: pretrain must be a table"),
+    ("[pretrain]\npack = 'no'\n", r"r\.toml \[pretrain\]: pack must be true or false, got 'no'"),
+    ("[pretrain]\nlr = true\n", r"r\.toml \[pretrain\]: lr must be a number > 0, got True"),
+    ("[pretrain]\nprecision = 'fp16'\n", r"r\.toml \[pretrain\]: precision must be one of auto, fp32, bf16"),
+    ("[pretrain]\nattention = 'flash'\n", r"r\.toml \[pretrain\]: attention must be one of auto, math, sdpa"),
+    ("[pretrain]\nweight_decay = '0.1'\n", r"r\.toml \[pretrain\]: weight_decay must be a number >= 0, got '0\.1'"),
+    ("[pretrain]\nbetas = 0.9\n", r"r\.toml \[pretrain\]: betas must be two numbers in \[0, 1\)"),
+    ("[pretrain]\nbetas = [0.9, 1.5]\n", r"r\.toml \[pretrain\]: betas must be two numbers"),
+    ("[pretrain]\ngrad_clip = 0\n", r"r\.toml \[pretrain\]: grad_clip must be a number > 0"),
+    ("[pretrain]\ndecay_epochs = '5'\n", r"r\.toml \[pretrain\]: decay_epochs must be a whole number >= 0"),
+    ("[pretrain]\nseed = -1\n", r"r\.toml \[pretrain\]: seed must be a whole number >= 0"),
+    ("[pretrain]\nworkers = 2\n", r"r\.toml \[pretrain\]: workers must be 0 or 1"),
+    ("[pretrain.rope]\nschedule = 'step'\n", r"r\.toml \[pretrain\]: schedule must be one of paper, cosine"),
+    ("[pretrain]\nmix_qa = 1\n", r"r\.toml \[pretrain\]: mix_qa must be true or false"),
+])
+def test_recipe_values_a_run_cannot_use_name_the_file_table_and_key(tmp_path, text, message):
+    """Before, a misspelt table was dropped without a word, `pack = 'no'` packed, `lr = true` trained at
+    1.0, and `betas = 0.9` or `attention = 'flash'` failed deep in training with a traceback."""
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        r = load_recipe(str(path))
+        data_options(r, "rope")
+        train_config(r, "pretrain", {}, documents=10, block_size=128, variant="rope")
+
+
+def test_a_bad_command_line_value_is_not_blamed_on_the_recipe():
+    with pytest.raises(UserError, match=r"^the command line \[pretrain\]: batch_size must be a whole number"):
+        train_config(load_recipe("demo"), "pretrain", {"batch_size": 0}, documents=10, block_size=128)
+    with pytest.raises(UserError, match=r"demo\.toml \[finetune\]: epochs must be"):
+        train_config({**load_recipe("demo"), "finetune": {"epochs": 0}}, "finetune", {}, documents=10, block_size=128)
+
+
+def test_every_shipped_recipe_passes_the_checks():
+    for recipe in [*builtin_recipes(), *map(str, sorted(RECIPES.glob("*.toml")))]:
+        r = load_recipe(recipe)
+        for variant in ("vanilla", "rope"):
+            data_options(r, variant)
+            for stage in ("pretrain", "finetune"):
+                for scratch in (False, True):
+                    train_config(r, stage, {}, documents=10, block_size=128, variant=variant, from_scratch=scratch)
+
+
 @pytest.mark.parametrize("override, message", [
     ({"batch_size": 0}, r"\[pretrain\]: batch_size must be a whole number >= 1, got 0"),
     ({"log_interval": 0}, r"log_interval must be a whole number >= 1, got 0"),

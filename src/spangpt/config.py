@@ -7,6 +7,7 @@ e.g. `[pretrain.vanilla]` with `weight_decay = 0.5`: the two position schemes ne
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 try:
@@ -27,6 +28,8 @@ FROM_SCRATCH = ("epochs", "lr")  # [finetune] epochs_from_scratch, lr_from_scrat
 EXTRA_KEYS = {"decay_epochs": STAGES, **{f"{k}_from_scratch": ("finetune",) for k in FROM_SCRATCH},
               **{k: ("pretrain",) for k in DATA_KEYS}}
 NOT_IN_RECIPE = {"variant": "--variant", "vocab_size": "the corpus"}  # ModelConfig fields set elsewhere
+CHOICES = {"schedule": ("paper", "cosine", "linear", "constant"), "decay_on": DECAY_ON,
+           "precision": ("auto", "fp32", "bf16"), "attention": ("auto", "math", "sdpa")}
 
 
 def builtin_recipes() -> list[str]:
@@ -45,6 +48,12 @@ def load_recipe(name_or_path: str) -> dict:
         recipe = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: {e}") from None
+    unknown = sorted(set(recipe) - {"model", *STAGES})
+    if unknown:  # a misspelt [pretrian] would otherwise drop that whole stage's values without a word
+        raise UserError(f"{path}: unknown table(s) {', '.join(unknown)} (a recipe has [model], [pretrain], [finetune])")
+    for name in ("model", *STAGES):
+        if not isinstance(recipe.get(name, {}), dict):
+            raise UserError(f"{path}: {name} must be a table ([{name}])")
     model_keys = {f.name for f in dataclasses.fields(ModelConfig)} - set(NOT_IN_RECIPE)
     for key, source in NOT_IN_RECIPE.items():
         if key in recipe.get("model", {}):
@@ -68,7 +77,7 @@ def load_recipe(name_or_path: str) -> dict:
         unknown = set(table) - allowed
         if unknown:
             raise UserError(f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
-    recipe["name"] = path.stem
+    recipe["name"], recipe["path"] = path.stem, str(path)
     return recipe
 
 
@@ -87,10 +96,10 @@ def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, 
     probs = {k: table.get(k, 0.0) for k in ("salient_mask", "focus")}
     for key, flag in (("mix_qa", mix_qa), ("window", window)):
         if not isinstance(flag, bool):
-            raise UserError(f"recipe '{recipe['name']}' [pretrain]: {key} must be true or false, got {flag!r}")
+            raise UserError(f"{_source(recipe)} [pretrain]: {key} must be true or false, got {flag!r}")
     for key, p in probs.items():
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise UserError(f"recipe '{recipe['name']}' [pretrain]: {key} must be a number in [0, 1], got {p!r}")
+            raise UserError(f"{_source(recipe)} [pretrain]: {key} must be a number in [0, 1], got {p!r}")
     return mix_qa, window, float(probs["salient_mask"]), float(probs["focus"])
 
 
@@ -99,7 +108,7 @@ def model_config(recipe: dict, vocab_size: int, variant: str, overrides: dict) -
     try:
         return ModelConfig(vocab_size=vocab_size, variant=variant, **kw)
     except ValueError as e:
-        raise UserError(f"model config: {e}") from None
+        raise UserError(f"{_source(recipe)} [model] or the command line: {e}") from None
 
 
 def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, block_size: int,
@@ -108,6 +117,8 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     pretraining corpus (sizes the paper's final_tokens)."""
     kw = stage_table(recipe, stage, variant)
     decay_epochs = kw.pop("decay_epochs", 0)
+    if isinstance(decay_epochs, bool) or not isinstance(decay_epochs, int) or decay_epochs < 0:
+        raise UserError(f"{_source(recipe)} [{stage}]: decay_epochs must be a whole number >= 0, got {decay_epochs!r}")
     scratch = {k: kw.pop(f"{k}_from_scratch") for k in FROM_SCRATCH if f"{k}_from_scratch" in kw}
     for data_option in DATA_KEYS:
         kw.pop(data_option, None)
@@ -115,25 +126,62 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
         kw.update(scratch)
     if decay_epochs:
         kw["final_tokens"] = decay_epochs * documents * block_size
-    if "betas" in kw:
+    if isinstance(kw.get("betas"), list):  # TOML has arrays, not tuples
         kw["betas"] = tuple(kw["betas"])
     kw.update({k: v for k, v in overrides.items() if v is not None})
     cfg = TrainConfig(**kw)
+    check_train_config(cfg, stage, _source(recipe), {k for k, v in overrides.items() if v is not None})
     if cfg.schedule == "paper" and not cfg.final_tokens:
-        raise UserError(f"recipe '{recipe['name']}' [{stage}]: schedule 'paper' needs decay_epochs (or final_tokens)")
-    if cfg.decay_on not in DECAY_ON:
-        raise UserError(f"recipe '{recipe['name']}' [{stage}]: unknown decay_on '{cfg.decay_on}' ({', '.join(DECAY_ON)})")
-    for key in ("epochs", "batch_size", "log_interval"):
-        value = getattr(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"recipe '{recipe['name']}' [{stage}]: {key} must be a whole number >= 1, "
-                            f"got {value!r}")
-    if isinstance(cfg.max_steps, bool) or not isinstance(cfg.max_steps, int) or cfg.max_steps < 0:
-        raise UserError(f"max_steps must be a whole number >= 0 (0 = no limit), got {cfg.max_steps!r}")
-    if not (isinstance(cfg.lr, (int, float)) and 0 < cfg.lr < float("inf")):
-        raise UserError(f"recipe '{recipe['name']}' [{stage}]: lr must be a number > 0, got {cfg.lr!r}")
-    if cfg.save_every < 0 or cfg.max_minutes < 0:
-        raise UserError(f"save_every and max_minutes must be >= 0 (0 = off), got {cfg.save_every} and {cfg.max_minutes}")
-    if cfg.schedule not in ("paper", "cosine", "linear", "constant"):
-        raise UserError(f"unknown schedule '{cfg.schedule}' (paper, cosine, linear or constant)")
+        raise UserError(f"{_source(recipe)} [{stage}]: schedule 'paper' needs decay_epochs (or final_tokens)")
     return cfg
+
+
+def _source(recipe: dict) -> str:
+    return recipe.get("path", f"recipe '{recipe['name']}'")
+
+
+def check_train_config(cfg: TrainConfig, stage: str, source: str, from_command_line=()) -> None:
+    """Every value a run could not use, as one line naming where it came from: a TOML value of the wrong
+    type would otherwise be taken at face value (`pack = "no"` packs, `lr = true` is 1.0) or fail deep
+    in training with a traceback."""
+    def bad(key: str, want: str):
+        where = "the command line" if key in from_command_line else source
+        return UserError(f"{where} [{stage}]: {key} must be {want}, got {getattr(cfg, key)!r}")
+
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for key in ("epochs", "batch_size", "log_interval"):
+        if not (whole(getattr(cfg, key)) and getattr(cfg, key) >= 1):
+            raise bad(key, "a whole number >= 1")
+    if not (whole(cfg.max_steps) and cfg.max_steps >= 0):
+        raise bad("max_steps", "a whole number >= 0 (0 = no limit)")
+    for key in ("warmup_tokens", "final_tokens", "seed"):
+        if not (whole(getattr(cfg, key)) and getattr(cfg, key) >= 0):
+            raise bad(key, "a whole number >= 0")
+    if not (whole(cfg.save_every) and number(cfg.max_minutes)) or cfg.save_every < 0 or cfg.max_minutes < 0:
+        where = "the command line" if {"save_every", "max_minutes"} & set(from_command_line) else source
+        raise UserError(f"{where} [{stage}]: save_every and max_minutes must be >= 0 (0 = off), "
+                        f"got {cfg.save_every!r} and {cfg.max_minutes!r}")
+    for key, low in (("lr", "> 0"), ("grad_clip", "> 0"), ("weight_decay", ">= 0"), ("peak_tflops", ">= 0")):
+        v = getattr(cfg, key)
+        if not (number(v) and (v > 0 if low == "> 0" else v >= 0)):
+            raise bad(key, f"a number {low}")
+    b = cfg.betas
+    if not (isinstance(b, tuple) and len(b) == 2 and all(number(x) and 0 <= x < 1 for x in b)):
+        raise bad("betas", "two numbers in [0, 1), e.g. [0.9, 0.95]")
+    for key, options in CHOICES.items():
+        if getattr(cfg, key) not in options:
+            raise bad(key, f"one of {', '.join(options)}")
+    for key in ("pack", "compile", "progress"):
+        if not isinstance(getattr(cfg, key), bool):
+            raise bad(key, "true or false")
+    if cfg.fast_dropout is not None and not isinstance(cfg.fast_dropout, bool):
+        raise bad("fast_dropout", "true or false")
+    if cfg.workers not in (None, 0, 1) or isinstance(cfg.workers, bool):
+        raise bad("workers", "0 or 1")
+    if not isinstance(cfg.device, str):
+        raise bad("device", "a device name (auto, cpu, cuda, cuda:1, mps)")

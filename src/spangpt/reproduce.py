@@ -107,7 +107,7 @@ def _predict_test(ckpt: Path, data: Path, out: Path, device: str) -> None:
 
 
 def _recipe_tables(recipe: str) -> dict:
-    return {k: v for k, v in load_recipe(recipe).items() if k != "name"}
+    return {k: v for k, v in load_recipe(recipe).items() if k not in ("name", "path")}  # the values, not where
 
 
 def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla", "rope"), train_overrides=None,
