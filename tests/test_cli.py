@@ -170,3 +170,14 @@ def test_an_out_that_is_a_folder_is_refused_before_any_work(pipeline, synth_dir,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{tmp_path}: is a folder" in err
     assert list(tmp_path.iterdir()) == [] and not tmp_path.with_name(tmp_path.name + ".metrics.jsonl").exists()
+
+
+def test_a_block_too_small_for_span_corruption_is_a_one_line_error(synth_dir, tmp_path, capsys):
+    out = tmp_path / "p.safetensors"
+    assert main(["pretrain", "--variant", "vanilla", "--data", str(synth_dir), "--out", str(out), *TINY,
+                 "--block-size", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "block_size 5 is too small for span-corruption pretraining" in err
+    assert list(tmp_path.iterdir()) == []
+    assert main(["pretrain", "--variant", "vanilla", "--data", str(synth_dir), "--out", str(out), *TINY,
+                 "--block-size", "6", "--recipe", "paper"]) == 0  # the smallest that works (no QA pairs mixed in)

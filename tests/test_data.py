@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spangpt.data import (_capitalised_runs, _name_head, batches, finetune_example, load_corpus, load_questions,
+                          numbered_questions,
                           pack_batch, pack_rows, pad_batch, padded_strings, pretrain_example, span_corruption)
 from spangpt.errors import UserError
 from spangpt.vocab import MASK, PAD, PAD_ID, Vocab
@@ -289,3 +290,11 @@ def test_the_name_head_runs_past_initials(line, name):
     `focus`, `window` and `salient_mask` examples then kept only part of the name."""
     assert line[:_name_head(line)] == name + ". "
     assert _name_head("no name here .") == 0
+
+
+def test_question_lines_end_at_newline_only(tmp_path):
+    """One question per "\\n" line, as the corpus and every error's line number count them: a U+2028 or form
+    feed inside a question used to split it in two, so the predictions no longer lined up with the file."""
+    path = tmp_path / "dev.tsv"
+    path.write_bytes("Where was Ann born?\tParis\r\n\nWhere was Bo\u2028b\x0c born?\tRome\n".encode())
+    assert numbered_questions(path) == [(1, "Where was Ann born?", "Paris"), (3, "Where was Bo\u2028b\x0c born?", "Rome")]

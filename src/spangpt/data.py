@@ -59,7 +59,10 @@ def load_questions(path, need_answers: bool = True) -> list[tuple[str, str | Non
 def numbered_questions(path, need_answers: bool = True) -> list[tuple[int, str, str | None]]:
     """load_questions with each question's line number in the file, for errors found later."""
     pairs = []
-    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+    # Lines end at "\n" only, as in the corpus and in the line numbers of every error: str.splitlines would
+    # also split at U+2028, \x0c, ... inside a question, and the predictions would no longer line up with it.
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
+        line = line.removesuffix("\r")  # a file saved with Windows line ends
         if not line.strip():
             continue
         q, tab, a = line.partition("\t")

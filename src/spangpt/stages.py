@@ -70,6 +70,8 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     recipe_mix_qa, window, salient, focus = data_options(rec, variant)
     mix_qa = recipe_mix_qa if mix_qa is None else mix_qa
     mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
+    if mcfg.block_size < 6:  # span corruption truncates each line to a length drawn from [4, 3/4 of the block]
+        raise UserError(f"block_size {mcfg.block_size} is too small for span-corruption pretraining (at least 6)")
     tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size,
                         variant=variant)
     run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
