@@ -191,6 +191,23 @@ def test_a_failed_run_ends_the_table_without_starting_the_queued_ones(synth_dir,
     assert started == [], started
 
 
+def test_a_dev_pair_that_cannot_be_scored_stops_the_table_before_training(synth_dir, tmp_path):
+    """Every run scores its answer loss on the dev pairs after training: a dev answer with a character the
+    corpus lacks used to end the table there, after the training, naming a line off by the blank lines."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in synth_dir.iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    lines = (data / "birth_dev.tsv").read_text().splitlines()
+    q = lines[1].split("\t")[0]
+    (data / "birth_dev.tsv").write_text("\n".join([lines[0], "", f"{q}\tZ\u00fcrich", *lines[2:]]) + "\n")
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    with pytest.raises(UserError, match=r"birth_dev\.tsv:3: character"):
+        rp.reproduce(data, tmp_path / "out", recipe=str(recipe), seeds=(0,), train_overrides=FAST)
+    assert not list((tmp_path / "out").glob("*.safetensors"))
+
+
 def test_jobs_below_one_is_an_error(synth_dir, tmp_path):
     with pytest.raises(UserError, match="--jobs must be at least 1"):
         rp.reproduce(synth_dir, tmp_path, recipe="demo", jobs=0)

@@ -54,14 +54,15 @@ def london_baseline(answers: list[str]) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def answer_loss(model: GPT, vocab: Vocab, pairs, source="<questions>") -> float:
+def answer_loss(model: GPT, vocab: Vocab, pairs, source="<questions>", lines=None) -> float:
     """Mean cross-entropy (nats per character) of the true `⁇answer⁇` given `question`, teacher-forced.
 
-    Exact match is all-or-nothing; this shows how much probability the model puts on the right
+    lines: each pair's line number in source, for errors. Exact match is all-or-nothing; this shows how much probability the model puts on the right
     birthplace, so small gains from pretraining are visible before they flip greedy answers.
     """
     model.eval()
     device = next(model.parameters()).device
-    batch = pad_batch(finetune_examples(pairs, vocab, model.cfg.block_size, source), model.cfg.block_size).to(device)
+    examples = finetune_examples(pairs, vocab, model.cfg.block_size, source, lines)
+    batch = pad_batch(examples, model.cfg.block_size).to(device)
     _, loss = model(batch.x, batch.y)
     return float(loss)

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from spangpt import checkpoint, stages
-from spangpt.config import load_recipe
+from spangpt.config import load_recipe, model_config
 from spangpt.errors import Stopped, UserError
 from spangpt.fileio import atomic_write
-from spangpt.data import load_questions
+from spangpt.data import finetune_examples, load_wiki, numbered_questions
 from spangpt.evaluate import answer_loss, london_baseline
 from spangpt.train import read_metrics
 
@@ -78,7 +78,9 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     _, (correct, total) = stages.evaluate(ft, data / DEV, out / f"{name}.seed{seed}.dev.predictions", o.get("device", "auto"))
     info["eval_seconds"] = round(time.perf_counter() - t, 2)
     model, vocab, _ = checkpoint.load(ft)
-    info["answer_loss"] = answer_loss(model, vocab, load_questions(data / DEV), str(data / DEV))
+    numbered = numbered_questions(data / DEV)
+    info["answer_loss"] = answer_loss(model, vocab, [(q, a) for _, q, a in numbered], str(data / DEV),
+                                      [n for n, _, _ in numbered])
     _predict_test(ft, data, out / f"{name}.seed{seed}.test.predictions", o.get("device", "auto"))
     info.update(correct=correct, total=total, accuracy=100.0 * correct / total,
                 minutes=round((time.perf_counter() - t0) / 60, 2))
@@ -88,6 +90,17 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
           + (f" ({before['accuracy']:.1f}% before fine-tuning)" if before else "")
           + f", answer loss {info['answer_loss']:.3f}", flush=True)
     return info
+
+
+def _check_dev(data: Path, recipe: str) -> list[str]:
+    """The dev answers, once every dev pair is known to encode with the corpus's vocabulary and fit the
+    recipe's block: each run scores its answer loss on them after training, and a bad line must stop the
+    table before hours of training, not after (the error names the file and line)."""
+    numbered = numbered_questions(data / DEV)
+    _, vocab = load_wiki(data / stages.WIKI)
+    block = model_config(load_recipe(recipe), len(vocab), "vanilla", {}).block_size
+    finetune_examples([(q, a) for _, q, a in numbered], vocab, block, str(data / DEV), [n for n, _, _ in numbered])
+    return [a for _, _, a in numbered]
 
 
 def _stage_options(run_options: dict | None) -> dict:
@@ -128,7 +141,7 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
                         "use --jobs 1")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    answers = [a for _, a in load_questions(data / DEV)]
+    answers = _check_dev(data, recipe)
     c, n = london_baseline(answers)
     results = {"recipe": recipe, "data": str(data), "seeds": list(seeds), "runs": [],
                "london": {"correct": c, "total": n, "accuracy": 100.0 * c / n}}
