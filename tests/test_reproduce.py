@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,6 +101,33 @@ def test_demo_refuses_an_earlier_corpus_of_another_size(synth_dir, tmp_path):
     (tmp_path / "data" / "wiki.txt").write_text((synth_dir / "wiki.txt").read_text())  # 120 people
     with pytest.raises(UserError, match="a corpus of 120 people from an earlier demo, not 300"):
         rp.demo(tmp_path, people=300)
+
+
+def test_a_demo_corpus_cut_short_is_written_again(tmp_path, monkeypatch):
+    """A demo killed while writing its corpus left files without wiki.txt (or, before wiki.txt was written
+    last, wiki.txt without the rest): the next demo refused them ("already exist") or failed on a missing
+    file. The corpus is deterministic, so the rest of an interrupted write is simply written again."""
+    from spangpt import fileio, synth
+
+    whole = tmp_path / "whole"
+    synth.write_corpus(whole, people=40, seed=0, style="simple")
+    written = []
+    real = fileio.atomic_write
+
+    def killed_after_two(path, write):
+        if len(written) == 2:
+            raise KeyboardInterrupt  # the kill, between two files
+        written.append(Path(path).name)
+        return real(path, write)
+
+    data = tmp_path / "demo" / "data"
+    monkeypatch.setattr(synth, "atomic_write", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        synth.write_corpus(data, people=40, seed=0, style="simple")
+    monkeypatch.setattr(synth, "atomic_write", real)
+    assert len(written) == 2 and "wiki.txt" not in written
+    rp._demo_corpus(data, 40)
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == {p.name: p.read_bytes() for p in whole.iterdir()}
 
 
 def test_an_interrupted_table_continues_where_it_stopped(table, synth_dir, tmp_path, capsys):

@@ -394,18 +394,25 @@ def plot_accuracy(out: Path, results: dict) -> bool:
     return True
 
 
-def demo(out, people: int = 500, seeds=(0,), jobs: int = 2) -> dict:
+def _demo_corpus(data: Path, people: int) -> None:
+    """The demo's corpus in `data`: written unless an earlier demo's is there, which is reused only if it is
+    the one asked for. write_corpus writes wiki.txt last, so without it any files there are the rest of an
+    interrupted write (the same deterministic corpus): they are written again."""
     from spangpt.synth import write_corpus
 
+    if not (data / "wiki.txt").is_file():
+        write_corpus(data, people=people, seed=0, style="simple", overwrite=True)
+        return
+    have = len((data / "wiki.txt").read_text(encoding="utf-8").splitlines())
+    if have != people:
+        raise UserError(f"{data / 'wiki.txt'}: a corpus of {have} people from an earlier demo, not {people}; "
+                        f"use another --out (or --people {have})")
+
+
+def demo(out, people: int = 500, seeds=(0,), jobs: int = 2) -> dict:
     out = Path(out)
     data = out / "data"
-    if not (data / "wiki.txt").is_file():
-        write_corpus(data, people=people, seed=0, style="simple")
-    else:  # an earlier demo's corpus: reuse it only if it is the one asked for
-        have = len((data / "wiki.txt").read_text(encoding="utf-8").splitlines())
-        if have != people:
-            raise UserError(f"{data / 'wiki.txt'}: a corpus of {have} people from an earlier demo, not {people}; "
-                            f"use another --out (or --people {have})")
+    _demo_corpus(data, people)
     header = (f"Demo: a synthetic corpus of {people} people, one plain biography each "
               f"(`spangpt data synth --style simple --people {people}`), and the small `demo` recipe "
               "(2 layers, 128 dims, the training QA pairs mixed into pretraining, strong weight decay; see "

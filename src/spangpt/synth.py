@@ -227,7 +227,7 @@ def write_corpus(out_dir, people: int = 600, seed: int = 0, overwrite: bool = Fa
                             "pass --force (overwrite=True) to replace them")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, text in files.items():
-        data = text.encode("utf-8")
+    for name in sorted(files, key=lambda n: n == "wiki.txt"):  # wiki.txt last: its presence means all are there
+        data = files[name].encode("utf-8")
         paths.append(atomic_write(out / name, lambda tmp, data=data: Path(tmp).write_bytes(data)))
     return paths
