@@ -1,4 +1,9 @@
-from spangpt.evaluate import accuracy, extract_answer, format_accuracy, london_baseline, write_predictions
+import pytest
+
+from spangpt.errors import UserError
+from spangpt.evaluate import accuracy, extract_answer, format_accuracy, london_baseline, predict, write_predictions
+from spangpt.model import GPT, ModelConfig
+from spangpt.vocab import Vocab
 
 
 def test_extract_answer_between_first_and_second_mask():
@@ -40,3 +45,12 @@ def test_answer_loss_is_the_mean_nll_of_the_answer_characters():
             count += 1
     assert count == sum(len(a) + 2 for _, a in pairs)
     assert abs(answer_loss(model, vocab, pairs) - total / count) < 1e-4
+
+
+def test_a_question_too_long_names_its_line_and_its_own_length():
+    vocab = Vocab.from_text("abcdefgh ?")
+    model = GPT(ModelConfig(vocab_size=len(vocab), block_size=8, n_layer=1, n_head=2, n_embd=8))
+    assert len(predict(model, vocab, ["abcdef"], max_new=2)) == 1  # 6 characters + ⁇ = 7 positions: fits
+    with pytest.raises(UserError, match=r"^q\.tsv:3: question is 7 characters; with the ⁇ after it the model reads "
+                                        r"at most 7$"):
+        predict(model, vocab, ["abc", "abcdefg"], source="q.tsv", lines=[1, 3])

@@ -41,7 +41,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    help="stop after M minutes of training, state saved, exit status 75 (default 0: no limit)")
     g = p.add_argument_group("overrides (default: the recipe's value)")
     g.add_argument("--epochs", type=int)
-    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (the learning-rate schedule stays the full run's)")
     g.add_argument("--batch-size", type=int, help="examples per optimizer step")
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--schedule", choices=("paper", "cosine", "linear", "constant"))
@@ -162,7 +162,9 @@ def cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="spangpt", description=__doc__.split(":")[-1].strip())
+    ap = argparse.ArgumentParser(prog="spangpt", description="A character-level GPT pretrained on biographies "
+                                 "(span corruption), fine-tuned on birthplace questions about other people, "
+                                 "and evaluated by exact match: the CS224N pretraining experiment.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("pretrain", help="span-corruption pretraining on DATA/wiki.txt")

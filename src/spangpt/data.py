@@ -287,7 +287,10 @@ def pack_rows(lengths, capacity: int) -> list[list[int]]:
 
 
 def pack_batch(examples, block_size: int) -> Batch:
-    """Several examples per row of block_size tokens; returns positions and per-row example ids."""
+    """Several examples per row of block_size tokens; returns positions and per-row example ids.
+
+    A row is block_size wide, one more than a padded row: that one is the original's x = s[:-1] of a
+    block_size string, while packed examples restart their positions, so a whole block fits."""
     T = block_size
     rows = pack_rows([len(x) for x, _ in examples], T)
     B = len(rows)

@@ -1,4 +1,4 @@
-"""One exception type for problems the user can fix (bad file, bad option, missing data).
+"""UserError for problems the user can fix (bad file, bad option, missing data); Stopped for a run stopped early.
 
 The CLI prints these as a single line and exits non-zero; anything else is a bug and keeps its traceback.
 """

@@ -26,7 +26,8 @@ def predict(model: GPT, vocab: Vocab, questions: list[str], source="<questions>"
     for i, q in zip(lines or range(1, len(questions) + 1), questions):
         prompt = vocab.encode(q + MASK, source, i)
         if len(prompt) >= model.cfg.block_size:
-            raise UserError(f"{where(source, i)}: question is {len(prompt)} characters, the model reads at most {model.cfg.block_size - 1}")
+            raise UserError(f"{where(source, i)}: question is {len(prompt) - 1} characters; with the {MASK} after "
+                            f"it the model reads at most {model.cfg.block_size - 1}")
         prompts.append(prompt)
     completions = greedy_batched(model, prompts, max_new=max_new)
     return [extract_answer(q + MASK + vocab.decode(c)) for q, c in zip(questions, completions)]

@@ -73,6 +73,7 @@ def lr_multiplier(tokens: int, cfg: TrainConfig, total_tokens: int) -> float:
     "paper" is the original exactly: progress is never clamped, so once tokens pass final_tokens the
     cosine climbs back up (650 pretraining epochs against final_tokens of 200 epochs: ~1.6 cycles).
     "cosine" decays once over this run's own total and then stays at 0.1x.
+    The total is the run's epochs, not --max-steps: a capped run stops partway along the full schedule.
     "linear" decays linearly to zero over this run's total ("straight to zero", Bergsma et al. 2025: it beat
     cosine to 0.1x, more so the more tokens per parameter a run sees; ours see hundreds of epochs).
     """
