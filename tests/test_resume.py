@@ -451,7 +451,7 @@ JOBS_RECIPE = """
 n_layer = 1
 n_head = 2
 n_embd = 16
-block_size = 32
+block_size = 64
 dropout = 0.0
 [pretrain]
 epochs = 1000

@@ -92,14 +92,16 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
     return info
 
 
-def _check_dev(data: Path, recipe: str) -> list[str]:
-    """The dev answers, once every dev pair is known to encode with the corpus's vocabulary and fit the
-    recipe's block: each run scores its answer loss on them after training, and a bad line must stop the
-    table before hours of training, not after (the error names the file and line)."""
-    numbered = numbered_questions(data / DEV)
+def _check_pairs(data: Path, recipe: str) -> list[str]:
+    """The dev answers, once every training and dev pair is known to encode with the corpus's vocabulary
+    and fit the recipe's block: fine-tuning trains on the first, each run scores its answer loss on the
+    second, and a bad line must stop the table before hours of pretraining, not after (the error names
+    the file and line)."""
     _, vocab = load_wiki(data / stages.WIKI)
     block = model_config(load_recipe(recipe), len(vocab), "vanilla", {}).block_size
-    finetune_examples([(q, a) for _, q, a in numbered], vocab, block, str(data / DEV), [n for n, _, _ in numbered])
+    for path in (data / stages.TRAIN_QA, data / DEV):
+        numbered = numbered_questions(path)
+        finetune_examples([(q, a) for _, q, a in numbered], vocab, block, str(path), [n for n, _, _ in numbered])
     return [a for _, _, a in numbered]
 
 
@@ -141,7 +143,7 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
                         "use --jobs 1")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    answers = _check_dev(data, recipe)
+    answers = _check_pairs(data, recipe)
     c, n = london_baseline(answers)
     results = {"recipe": recipe, "data": str(data), "seeds": list(seeds), "runs": [],
                "london": {"correct": c, "total": n, "accuracy": 100.0 * c / n}}
