@@ -82,7 +82,7 @@ def test_paper_recipe_decays_what_the_original_decays(stage):
 def test_unknown_decay_on_is_a_clear_error(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text('[pretrain]\ndecay_on = "everything"\nschedule = "constant"\n')
-    with pytest.raises(UserError, match="decay_on 'everything'"):
+    with pytest.raises(UserError, match=r"r\.toml \[pretrain\]: decay_on must be one of .*, got 'everything'"):
         train_config(load_recipe(str(recipe)), "pretrain", {}, documents=10, block_size=128)
 
 
