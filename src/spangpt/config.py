@@ -50,7 +50,8 @@ def load_recipe(name_or_path: str) -> dict:
         raise UserError(f"{path}: {e}") from None
     unknown = sorted(set(recipe) - {"model", *STAGES})
     if unknown:  # a misspelt [pretrian] would otherwise drop that whole stage's values without a word
-        raise UserError(f"{path}: unknown table(s) {', '.join(unknown)} (a recipe has [model], [pretrain], [finetune])")
+        raise UserError(f"{path}: unknown table(s) {', '.join(unknown)} "
+                        "(a recipe has [model], [pretrain], [finetune])")
     for name in ("model", *STAGES):
         if not isinstance(recipe.get(name, {}), dict):
             raise UserError(f"{path}: {name} must be a table ([{name}])")

@@ -58,8 +58,9 @@ def london_baseline(answers: list[str]) -> tuple[int, int]:
 def answer_loss(model: GPT, vocab: Vocab, pairs, source="<questions>", lines=None) -> float:
     """Mean cross-entropy (nats per character) of the true `⁇answer⁇` given `question`, teacher-forced.
 
-    lines: each pair's line number in source, for errors. Exact match is all-or-nothing; this shows how much probability the model puts on the right
+    Exact match is all-or-nothing; this shows how much probability the model puts on the right
     birthplace, so small gains from pretraining are visible before they flip greedy answers.
+    lines: each pair's line number in source, for errors.
     """
     model.eval()
     device = next(model.parameters()).device
