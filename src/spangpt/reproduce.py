@@ -24,7 +24,7 @@ from spangpt import checkpoint, stages
 from spangpt.config import load_recipe, model_config
 from spangpt.errors import Stopped, UserError
 from spangpt.fileio import atomic_write
-from spangpt.data import finetune_examples, load_wiki, numbered_questions
+from spangpt.data import load_wiki, numbered_questions
 from spangpt.evaluate import answer_loss, london_baseline
 from spangpt.train import read_metrics
 
@@ -99,9 +99,9 @@ def _check_pairs(data: Path, recipe: str) -> list[str]:
     the file and line)."""
     _, vocab = load_wiki(data / stages.WIKI)
     block = model_config(load_recipe(recipe), len(vocab), "vanilla", {}).block_size
-    for path in (data / stages.TRAIN_QA, data / DEV):
-        numbered = numbered_questions(path)
-        finetune_examples([(q, a) for _, q, a in numbered], vocab, block, str(path), [n for n, _, _ in numbered])
+    stages.qa_examples(data / stages.TRAIN_QA, vocab, block)
+    numbered = numbered_questions(data / DEV)
+    stages.qa_examples(data / DEV, vocab, block, numbered)
     return [a for _, _, a in numbered]
 
 

@@ -82,7 +82,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
     block = mcfg.block_size
 
-    qa = _qa_examples(data / TRAIN_QA, vocab, block) if mix_qa else []
+    qa = qa_examples(data / TRAIN_QA, vocab, block) if mix_qa else []
 
     def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
         return [pretrain_example(d, vocab, block, rng, window, salient, focus) for d in docs] + qa
@@ -111,7 +111,7 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
         mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
     tcfg = train_config(rec, "finetune", train_overrides or {}, documents=documents, block_size=mcfg.block_size,
                         from_scratch=init is None, variant=variant)
-    examples = _qa_examples(qa_path, vocab, mcfg.block_size, numbered)
+    examples = qa_examples(qa_path, vocab, mcfg.block_size, numbered)
     run = {"stage": "finetune", "recipe": rec["name"], "data": str(data), "init": str(init) if init else None,
            "init_weights": state.weights_digest(model) if init else None,
            "documents": documents, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
@@ -123,7 +123,7 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
     return _fit(out, model, vocab, lambda rng: examples, tcfg, run, f"finetune {variant}", resume, quiet)
 
 
-def _qa_examples(path: Path, vocab, block_size: int, numbered=None) -> list:
+def qa_examples(path: Path, vocab, block_size: int, numbered=None) -> list:
     """The training pairs as examples; an error names the pair's line in the file."""
     numbered = numbered or numbered_questions(path)
     pairs, lines = [(q, a) for _, q, a in numbered], [n for n, _, _ in numbered]
