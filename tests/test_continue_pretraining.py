@@ -27,3 +27,33 @@ def test_continues_from_the_checkpoint_and_lowers_the_loss(tmp_path, synth_dir, 
     assert len(losses) >= 2 and losses[-1] < losses[0]  # it trained on span corruption of the corpus
     info = checkpoint.read_info(out)
     assert info["continued"]["from"] == str(src) and info["continued"]["lr"] == 3e-3
+
+
+def test_a_recipe_style_tail_draws_focus_examples_and_the_qa_pairs(tmp_path, synth_dir, monkeypatch):
+    """--focus and --mix-qa reach the examples; --schedule, --decay-on and --weight-decay reach the config."""
+    mod = load_benchmark("continue_pretraining")
+    docs, vocab = load_wiki(synth_dir / "wiki.txt")
+    n_qa = len((synth_dir / "birth_places_train.tsv").read_text().splitlines())
+    model = GPT(ModelConfig(vocab_size=len(vocab), n_layer=1, n_head=2, n_embd=32, block_size=128, dropout=0.0))
+    src, out = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    checkpoint.save(src, model, vocab, {"documents": 1})
+    focus_seen, seen = [], {}
+    real_example = mod.pretrain_example
+
+    def example(*a, **kw):
+        focus_seen.append(kw.get("focus"))
+        return real_example(*a, **kw)
+
+    def fake_train(model, draw, cfg, metrics, desc):
+        seen["examples"], seen["cfg"] = draw(__import__("random").Random(0)), cfg
+        return type("R", (), {"final_loss": 1.0, "seconds": 0.0})()
+
+    monkeypatch.setattr(mod, "pretrain_example", example)
+    monkeypatch.setattr(mod, "train", fake_train)
+    monkeypatch.setattr(sys, "argv", ["x", str(src), str(out), "--data", str(synth_dir), "--focus", "1.0", "--mix-qa",
+                                      "--schedule", "linear", "--decay-on", "matrices", "--weight-decay", "1.0"])
+    mod.main()
+    assert len(seen["examples"]) == len(docs) + n_qa and focus_seen == [1.0] * len(docs)
+    cfg = seen["cfg"]
+    assert (cfg.schedule, cfg.decay_on, cfg.weight_decay) == ("linear", "matrices", 1.0)
+    assert checkpoint.read_info(out)["continued"]["focus"] == 1.0
