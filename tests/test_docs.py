@@ -1,4 +1,4 @@
-"""The README and docs/ link to files and to each other's sections: every such link must resolve."""
+"""The README and docs/: every relative link resolves, and every command they show names real options.
 import re
 import unicodedata
 from pathlib import Path
@@ -43,3 +43,90 @@ def test_relative_links_resolve(doc):
         elif frag and path.suffix == ".md" and frag not in anchors(path):
             broken.append(f"{target}: no heading #{frag} in {path.relative_to(ROOT)}")
     assert not broken, "\n".join(broken)
+
+
+def commands(text: str, program: str) -> list[tuple[bool, str]]:
+    """(in a code block, the words after `program`) for each command the text shows: fenced blocks line by line
+    (continuations joined, comments dropped), then inline code spans, each split at && ; |."""
+    found = []
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+    spans = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    for fenced, chunks in ((True, [b.replace("\\\n", " ") for b in blocks]), (False, spans)):
+        for chunk in chunks:
+            for line in chunk.splitlines():
+                line = re.split(r"\s#\s|\s\s+#", line)[0]
+                for part in re.split(r"&&|;|\|(?!\w)", line):
+                    m = re.search(rf"(?:^|\s){re.escape(program)}\s+(\S.*)", part)
+                    if m and not part.lstrip().startswith("#"):
+                        found.append((fenced, " ".join(m.group(1).split())))
+    return found
+
+
+def test_commands_finds_blocks_spans_and_chains():
+    text = ("```bash\nspangpt pretrain --data D \\\n  --out X  # a comment\n# spangpt not-a-command\n```\n"
+            "and `spangpt evaluate C --input Q && spangpt predict C --input T` in prose")
+    assert commands(text, "spangpt") == [(True, "pretrain --data D --out X"), (False, "evaluate C --input Q"),
+                                         (False, "predict C --input T")]
+
+
+def _option_strings(parser) -> set[str]:
+    return set(parser._option_string_actions)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_spangpt_commands_in_the_docs_exist(doc):
+    """Every `spangpt ...` command the docs show names a real subcommand and only options it has; one in a
+    code block (meant to be pasted) must parse as it stands. Renaming an option breaks this, not a reader."""
+    import argparse
+    from spangpt import bench
+    from spangpt.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    data_subs = next(a for a in subs["data"]._actions if isinstance(a, argparse._SubParsersAction)).choices
+    wrong = []
+    for fenced, cmd in commands(doc.read_text(encoding="utf-8"), "spangpt"):
+        words = cmd.split()
+        if words[0] not in subs:
+            if fenced:
+                wrong.append(f"{cmd}: no subcommand {words[0]}")
+            continue  # prose that mentions spangpt ("another spangpt process ...")
+        sub = subs[words[0]] if words[0] != "bench" else bench._parser()
+        if words[0] == "data" and len(words) > 1 and words[1] in data_subs:
+            sub = data_subs[words[1]]
+        known = _option_strings(sub)
+        unknown = [w for w in re.findall(r"(?:^|[\s\[])(--[a-z][a-z0-9-]*)", cmd) if w not in known]
+        if unknown:
+            wrong.append(f"{cmd}: {words[0]} has no {', '.join(unknown)}")
+        elif fenced:
+            try:
+                (bench._parser() if words[0] == "bench" else parser).parse_args(words[1:] if words[0] == "bench" else words)
+            except SystemExit:
+                wrong.append(f"{cmd}: does not parse")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_benchmark_commands_in_the_docs_exist(doc):
+    """Every `python benchmarks/X.py ...` the docs show names a script that exists and options it defines (or,
+    for a script that hands the options it does not know to `spangpt pretrain`, options pretrain has)."""
+    import argparse
+    from spangpt.cli import build_parser
+
+    subs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    wrong = []
+    for _, cmd in commands(doc.read_text(encoding="utf-8"), "python"):
+        script = cmd.split()[0]
+        if not script.startswith("benchmarks/"):
+            continue
+        path = ROOT / script
+        if not path.is_file():
+            wrong.append(f"{cmd}: no file {script}")
+            continue
+        source = path.read_text(encoding="utf-8")
+        forwarded = _option_strings(subs["pretrain"]) if "parse_known_args" in source else set()
+        unknown = [o for o in re.findall(r"(?:^|\s)(--[a-z][a-z0-9-]*)", cmd)
+                   if f'"{o}"' not in source and o not in forwarded]
+        if unknown:
+            wrong.append(f"{cmd}: {script} has no {', '.join(unknown)}")
+    assert not wrong, "\n".join(wrong)
