@@ -1,4 +1,4 @@
-"""The README and docs/: every relative link resolves, and every command they show names real options.
+"""The README and docs/: every relative link resolves, and every command they show names real options."""
 import re
 import unicodedata
 from pathlib import Path
