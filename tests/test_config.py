@@ -77,6 +77,8 @@ def test_keys_in_the_wrong_place_are_errors_not_silently_dropped(tmp_path):
     ("[pretrain]\nworkers = 2\n", r"r\.toml \[pretrain\]: workers must be 0 or 1"),
     ("[pretrain.rope]\nschedule = 'step'\n", r"r\.toml \[pretrain\]: schedule must be one of paper, cosine"),
     ("[pretrain]\nmix_qa = 1\n", r"r\.toml \[pretrain\]: mix_qa must be true or false"),
+    ("[pretrain]\ncorruption = 'orginal'\n", r"r\.toml \[pretrain\]: corruption must be one of 'spangpt', 'original'"),
+    ("[finetune]\ncorruption = 'original'\n", r"r\.toml: \[finetune\] cannot set corruption"),
 ])
 def test_recipe_values_a_run_cannot_use_name_the_file_table_and_key(tmp_path, text, message):
     """Before, a misspelt table was dropped without a word, `pack = 'no'` packed, `lr = true` trained at
@@ -94,6 +96,14 @@ def test_a_bad_command_line_value_is_not_blamed_on_the_recipe():
         train_config(load_recipe("demo"), "pretrain", {"batch_size": 0}, documents=10, block_size=128)
     with pytest.raises(UserError, match=r"demo\.toml \[finetune\]: epochs must be"):
         train_config({**load_recipe("demo"), "finetune": {"epochs": 0}}, "finetune", {}, documents=10, block_size=128)
+
+
+def test_paper_draws_the_originals_examples_and_the_rest_spangpts():
+    """`paper` is the original's value for value, its span draws included; every other shipped recipe was
+    measured with spangpt's draws and keeps them."""
+    assert data_options(load_recipe("paper"))[4] == "original"
+    others = [r for r in [*builtin_recipes(), *map(str, sorted(RECIPES.glob("*.toml")))] if r != "paper"]
+    assert others and all(data_options(load_recipe(r), v)[4] == "spangpt" for r in others for v in ("vanilla", "rope"))
 
 
 def test_every_shipped_recipe_passes_the_checks():
@@ -151,9 +161,9 @@ def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_
             continue
         m = model_config(r, 100, "vanilla", {})
         assert (m.n_layer, m.n_head, m.n_embd, m.block_size) == (4, 8, 256, 128)
-    assert data_options(recipes["fast"]) == (False, False, 0.0, 0.0)
-    assert data_options(recipes["fast-mix"]) == (True, False, 0.0, 0.0)
-    assert data_options(recipes["fast-focus"]) == (False, False, 0.0, 0.5)
+    assert data_options(recipes["fast"]) == (False, False, 0.0, 0.0, "spangpt")
+    assert data_options(recipes["fast-mix"]) == (True, False, 0.0, 0.0, "spangpt")
+    assert data_options(recipes["fast-focus"]) == (False, False, 0.0, 0.5, "spangpt")
     fast, focus = recipes["fast"], recipes["fast-focus"]
     assert {k: v for k, v in focus["pretrain"].items() if k != "focus"} == fast["pretrain"]
     assert focus["finetune"] == fast["finetune"] and focus["model"] == fast["model"]
@@ -165,7 +175,7 @@ def test_demo_mix_is_the_demo_recipe_with_the_papers_weight_decay_and_more_epoch
     demo = load_recipe(str(RECIPES / "demo-cosine.toml"))
     mix = load_recipe(str(RECIPES / "demo-mix.toml"))
     assert mix["model"] == demo["model"]
-    assert data_options(mix) == data_options(demo) == (True, False, 0.0, 0.0)
+    assert data_options(mix) == data_options(demo) == (True, False, 0.0, 0.0, "spangpt")
     changed = ("decay_on", "weight_decay", "epochs")
     for stage in ("pretrain", "finetune"):
         for variant, demo_decay in (("rope", 1.0), ("vanilla", 0.5)):
@@ -185,7 +195,7 @@ def test_fast_30min_is_fast_mix_wd_200_at_batch_64_for_140_epochs():
     assert {k: (long["pretrain"][k], short["pretrain"][k]) for k in changed} == changed
     assert {k: v for k, v in short["pretrain"].items() if k not in changed} == \
         {k: v for k, v in long["pretrain"].items() if k not in changed}
-    assert data_options(short) == (True, False, 0.0, 0.0)
+    assert data_options(short) == (True, False, 0.0, 0.0, "spangpt")
 
 
 def _recipe(name):

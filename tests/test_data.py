@@ -41,8 +41,9 @@ def test_span_corruption_statistics():
     assert abs(statistics.mean(ratios) - 0.25) < 0.02  # masked span is 1/4 of the truncation on average
 
 
-def _original_span_corruption(doc, block_size, rng):
-    """The CS224N dataset's __getitem__, written plainly: the reference the default options must equal."""
+def _spangpt_draws(doc, block_size, rng):
+    """spangpt's default corruption, written plainly: the draws every recipe but `paper` was measured with.
+    A length on [4, 96] whatever the line's length, then a span on [1, n//2 - 1]."""
     truncated = doc[: rng.randint(4, int(block_size * 3 / 4))]
     n = len(truncated)
     masked_len = rng.randint(1, max(1, n // 2 - 1)) if n > 1 else n
@@ -51,13 +52,55 @@ def _original_span_corruption(doc, block_size, rng):
     return truncated[:start] + MASK + truncated[start + masked_len :] + MASK + masked + MASK
 
 
-def test_default_options_draw_exactly_the_original_examples():
-    docs = load_corpus_lines = ["Ann Lee. Ann Lee was born in New York City, USA, and studied at Oxford ." * 3, "Bo. x", "ab"]
+def _submission_draws(doc, block_size, rng):
+    """The CS224N submission behind the original's 26.2% (its CharCorruptionDataset.__getitem__), written
+    plainly from its steps: a length on [4, min(96, len(line))] (a line under 4 characters stays whole),
+    then a span on [1, max(1, L//2)] (1 for a one-character line), then where the span starts."""
+    top = min(int(block_size * 3 / 4), len(doc))
+    truncated = doc if top < 4 else doc[: rng.randint(4, top)]
+    L = len(truncated)
+    span = rng.randint(1, max(1, L // 2)) if L >= 2 else 1
+    start = rng.randint(0, L - span)
+    return truncated[:start] + MASK + truncated[start + span :] + MASK + truncated[start : start + span] + MASK
+
+
+DOCS = ["Ann Lee. Ann Lee was born in New York City, USA, and studied at Oxford ." * 3,
+        "Ann Lee. Ann Lee was born in New York City .", "Bo. x", "abcd", "abc", "a"]
+
+
+@pytest.mark.parametrize("corruption, reference", [("spangpt", _spangpt_draws), ("original", _submission_draws)])
+def test_each_corruption_draws_exactly_its_reference_examples(corruption, reference):
     a, b = random.Random(7), random.Random(7)
     for i in range(3000):
-        d = load_corpus_lines[i % len(docs)]
-        assert span_corruption(d, BLOCK, a, window=False, salient=0.0) == _original_span_corruption(d, BLOCK, b)
+        d = DOCS[i % len(DOCS)]
+        assert span_corruption(d, BLOCK, a, corruption=corruption) == reference(d, BLOCK, b)
     assert a.random() == b.random()  # and the generator is left in the same state
+
+
+def test_the_default_options_are_spangpts_draws():
+    a, b = random.Random(3), random.Random(3)
+    assert [span_corruption(d, BLOCK, a, window=False, salient=0.0) for d in DOCS * 50] == \
+        [_spangpt_draws(d, BLOCK, b) for d in DOCS * 50]
+
+
+def test_the_original_rarely_shows_a_short_line_whole():
+    """The difference that matters: a 60-character line is whole in ~1/57 of the original's examples (its
+    length is drawn within the line) and in ~37/93 of spangpt's (drawn up to 96, then cut at the line)."""
+    line = "Ann Lee. Ann Lee was born in New York City, USA, in 1950 ."
+    assert len(line) == 58
+    whole = {}
+    for corruption in ("original", "spangpt"):
+        rng = random.Random(0)
+        shown = [sum(map(len, span_corruption(line, BLOCK, rng, corruption=corruption).split(MASK)))
+                 for _ in range(20000)]
+        whole[corruption] = sum(n == len(line) for n in shown) / len(shown)
+        assert max(shown) == len(line) and min(shown) == 4
+    assert abs(whole["original"] - 1 / 55) < 0.005 and abs(whole["spangpt"] - 39 / 93) < 0.02
+
+
+def test_an_unknown_corruption_is_refused():
+    with pytest.raises(ValueError, match="corruption"):
+        span_corruption("Ann Lee. x", BLOCK, random.Random(0), corruption="orginal")
 
 
 LONG = ("Ann Lee. Ann Lee was born in New York City, USA, studied law at Oxford and medicine at Harvard, "

@@ -73,6 +73,28 @@ def test_recipe_window_and_salient_mask_reach_the_examples(monkeypatch, tmp_path
     assert not (tmp_path / "q.safetensors").exists()
 
 
+def test_paper_draws_the_original_span_corruption_and_other_recipes_spangpts(monkeypatch, tmp_path):
+    """`paper` (corruption = "original") draws each line's length within the line, so the synthetic corpus's
+    lines are seldom whole; the default draws up to 96 and cuts, so they often are."""
+    from spangpt.checkpoint import load
+    from spangpt.data import load_corpus
+    from spangpt.synth import write_corpus
+
+    seen = _capture_draw(monkeypatch)
+    data = tmp_path / "simple"
+    write_corpus(data, people=200, seed=1, style="simple")  # one short sentence per person
+    lines = load_corpus(data / "wiki.txt")
+    whole = {}
+    for recipe in ("paper", "demo"):
+        info = stages.pretrain(data, tmp_path / f"{recipe}.safetensors", "vanilla", recipe, quiet=True, mix_qa=False)
+        _, vocab, _ = load(tmp_path / f"{recipe}.safetensors")
+        shown = [vocab.decode(x + y[-1:]).split(MASK) for x, y in seen["examples"]]
+        short = [(len(p) + len(m) + len(s), len(line)) for (p, s, m, _), line in zip(shown, lines) if len(line) < 96]
+        whole[recipe] = sum(n == len_line for n, len_line in short) / len(short)
+        assert info["corruption"] == ("original" if recipe == "paper" else "spangpt")
+    assert len(short) > 150 and whole["paper"] < 0.1 < 0.3 < whole["demo"]
+
+
 def test_recipe_focus_reaches_the_examples(monkeypatch, tmp_path, synth_dir):
     seen = _capture_draw(monkeypatch)
     recipe = tmp_path / "r.toml"

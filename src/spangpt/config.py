@@ -15,6 +15,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from spangpt.data import CORRUPTIONS
 from spangpt.errors import UserError
 from spangpt.model import VARIANTS, ModelConfig
 from spangpt.train import DECAY_ON, TrainConfig
@@ -22,7 +23,7 @@ from spangpt.train import DECAY_ON, TrainConfig
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
 # recipe keys that are not TrainConfig fields: they are resolved into TrainConfig values below
-DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus")  # [pretrain] data options, read by stages.pretrain
+DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus", "corruption")  # [pretrain] data options, read by stages.pretrain
 FROM_SCRATCH = ("epochs", "lr")  # [finetune] epochs_from_scratch, lr_from_scratch: used when there is no --init
 # the stage each extra key belongs to: elsewhere it would be read by nobody, so it is an error there
 EXTRA_KEYS = {"decay_epochs": STAGES, **{f"{k}_from_scratch": ("finetune",) for k in FROM_SCRATCH},
@@ -89,10 +90,14 @@ def stage_table(recipe: dict, stage: str, variant: str | None = None) -> dict:
     return {**shared, **table.get(variant, {})}
 
 
-def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, float, float]:
+def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, float, float, str]:
     """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields):
-    -> (mix_qa, window, salient_mask, focus), checked."""
+    -> (mix_qa, window, salient_mask, focus, corruption), checked."""
     table = stage_table(recipe, "pretrain", variant)
+    corruption = table.get("corruption", "spangpt")
+    if corruption not in CORRUPTIONS:
+        raise UserError(f"{_source(recipe)} [pretrain]: corruption must be one of "
+                        f"{', '.join(map(repr, CORRUPTIONS))}, got {corruption!r}")
     mix_qa, window = table.get("mix_qa", False), table.get("window", False)
     probs = {k: table.get(k, 0.0) for k in ("salient_mask", "focus")}
     for key, flag in (("mix_qa", mix_qa), ("window", window)):
@@ -101,7 +106,7 @@ def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, 
     for key, p in probs.items():
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
             raise UserError(f"{_source(recipe)} [pretrain]: {key} must be a number in [0, 1], got {p!r}")
-    return mix_qa, window, float(probs["salient_mask"]), float(probs["focus"])
+    return mix_qa, window, float(probs["salient_mask"]), float(probs["focus"]), corruption
 
 
 def model_config(recipe: dict, vocab_size: int, variant: str, overrides: dict) -> ModelConfig:
