@@ -394,6 +394,13 @@ def test_second_run_on_the_same_out_is_refused_by_the_lock(tmp_path, synth_dir, 
     assert _pretrain(synth_dir, out) == 0  # released
 
 
+def test_an_out_with_and_without_safetensors_takes_the_same_lock(tmp_path, synth_dir, capsys):
+    """`runs/p` and `runs/p.safetensors` write the same state and metrics files: one lock for both."""
+    with state.lock(tmp_path / "p"):
+        assert _pretrain(synth_dir, tmp_path / "p.safetensors") == 2
+    assert "another spangpt process" in _one_line(capsys.readouterr().err)
+
+
 def _damage(path, how, rng):
     blob = path.read_bytes()
     if how == "truncate":

@@ -95,6 +95,11 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
     data, out = Path(data), Path(out)
     qa_path = data / TRAIN_QA
     check_out(out, {"--init checkpoint": init, "corpus": data / WIKI, "training pairs": qa_path})
+    if init is not None and sidecar(out, "").resolve() == sidecar(Path(init), "").resolve():
+        # `--out runs/v` beside `--init runs/v.safetensors`: other names, the same .state.pt, .metrics.jsonl
+        # and .config.json, which this run would overwrite
+        raise UserError(f"{out}: shares its state, metrics and config files with the --init checkpoint {init}; "
+                        "choose another --out")
     numbered = numbered_questions(qa_path)
     rec = load_recipe(recipe)
     if init is not None:

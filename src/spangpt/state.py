@@ -184,7 +184,8 @@ def lock(out: Path):
     """Hold <out>.lock for the block. flock is released by the kernel when the process dies, even on
     SIGKILL, so a stale lock file never blocks a rerun. The file is left in place: deleting it would let
     two processes lock two different files of the same name."""
-    path = out.with_name(out.name + ".lock")
+    # `runs/v` and `runs/v.safetensors` share their state files, so they share one lock too
+    path = out.with_name(out.name.removesuffix(".safetensors") + ".safetensors.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
         if fcntl is not None:
