@@ -75,7 +75,9 @@ def test_keys_in_the_wrong_place_are_errors_not_silently_dropped(tmp_path):
     ("[pretrain]\ndecay_epochs = '5'\n", r"r\.toml \[pretrain\]: decay_epochs must be a whole number >= 0"),
     ("[pretrain]\nseed = -1\n", r"r\.toml \[pretrain\]: seed must be a whole number >= 0"),
     ("[pretrain]\nworkers = 2\n", r"r\.toml \[pretrain\]: workers must be 0 or 1"),
-    ("[pretrain.rope]\nschedule = 'step'\n", r"r\.toml \[pretrain\]: schedule must be one of paper, cosine"),
+    ("[pretrain.rope]\nschedule = 'step'\n", r"r\.toml \[pretrain\.rope\]: schedule must be one of paper, cosine"),
+    ("[pretrain.rope]\nfocus = 2\n", r"r\.toml \[pretrain\.rope\]: focus must be a number in \[0, 1\]"),
+    ("[pretrain]\nfocus = 2\n[pretrain.rope]\nlr = 1e-3\n", r"r\.toml \[pretrain\]: focus must be a number"),
     ("[pretrain]\nmix_qa = 1\n", r"r\.toml \[pretrain\]: mix_qa must be true or false"),
     ("[pretrain]\ncorruption = 'orginal'\n", r"r\.toml \[pretrain\]: corruption must be one of 'spangpt', 'original'"),
     ("[finetune]\ncorruption = 'original'\n", r"r\.toml: \[finetune\] cannot set corruption"),
@@ -89,6 +91,17 @@ def test_recipe_values_a_run_cannot_use_name_the_file_table_and_key(tmp_path, te
         r = load_recipe(str(path))
         data_options(r, "rope")
         train_config(r, "pretrain", {}, documents=10, block_size=128, variant="rope")
+
+
+def test_a_from_scratch_value_is_named_as_the_recipe_spells_it(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("[finetune]\nschedule = 'constant'\nlr_from_scratch = -2\n[finetune.vanilla]\nepochs_from_scratch = 0\n")
+    r = load_recipe(str(path))
+    with pytest.raises(UserError, match=r"r\.toml \[finetune\]: lr_from_scratch must be a number > 0, got -2"):
+        train_config(r, "finetune", {}, documents=10, block_size=128, from_scratch=True, variant="rope")
+    with pytest.raises(UserError, match=r"r\.toml \[finetune\.vanilla\]: epochs_from_scratch must be a whole"):
+        train_config(r, "finetune", {}, documents=10, block_size=128, from_scratch=True, variant="vanilla")
+    assert train_config(r, "finetune", {}, documents=10, block_size=128, variant="rope").lr > 0  # with --init
 
 
 def test_a_bad_command_line_value_is_not_blamed_on_the_recipe():

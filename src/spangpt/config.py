@@ -90,22 +90,29 @@ def stage_table(recipe: dict, stage: str, variant: str | None = None) -> dict:
     return {**shared, **table.get(variant, {})}
 
 
+def _table_of(recipe: dict, stage: str, variant: str | None, key: str) -> str:
+    """The table a stage's key came from, for messages: "pretrain.rope" if that sub-table sets it."""
+    return f"{stage}.{variant}" if variant and key in recipe.get(stage, {}).get(variant, {}) else stage
+
+
 def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, float, float, str]:
     """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields):
     -> (mix_qa, window, salient_mask, focus, corruption), checked."""
     table = stage_table(recipe, "pretrain", variant)
     corruption = table.get("corruption", "spangpt")
     if corruption not in CORRUPTIONS:
-        raise UserError(f"{_source(recipe)} [pretrain]: corruption must be one of "
+        raise UserError(f"{_source(recipe)} [{_table_of(recipe, 'pretrain', variant, 'corruption')}]: corruption must be one of "
                         f"{', '.join(map(repr, CORRUPTIONS))}, got {corruption!r}")
     mix_qa, window = table.get("mix_qa", False), table.get("window", False)
     probs = {k: table.get(k, 0.0) for k in ("salient_mask", "focus")}
     for key, flag in (("mix_qa", mix_qa), ("window", window)):
         if not isinstance(flag, bool):
-            raise UserError(f"{_source(recipe)} [pretrain]: {key} must be true or false, got {flag!r}")
+            raise UserError(f"{_source(recipe)} [{_table_of(recipe, 'pretrain', variant, key)}]: {key} must be true "
+                            f"or false, got {flag!r}")
     for key, p in probs.items():
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise UserError(f"{_source(recipe)} [pretrain]: {key} must be a number in [0, 1], got {p!r}")
+            raise UserError(f"{_source(recipe)} [{_table_of(recipe, 'pretrain', variant, key)}]: {key} must be a "
+                            f"number in [0, 1], got {p!r}")
     return mix_qa, window, float(probs["salient_mask"]), float(probs["focus"]), corruption
 
 
@@ -124,19 +131,23 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     kw = stage_table(recipe, stage, variant)
     decay_epochs = kw.pop("decay_epochs", 0)
     if isinstance(decay_epochs, bool) or not isinstance(decay_epochs, int) or decay_epochs < 0:
-        raise UserError(f"{_source(recipe)} [{stage}]: decay_epochs must be a whole number >= 0, got {decay_epochs!r}")
+        raise UserError(f"{_source(recipe)} [{_table_of(recipe, stage, variant, 'decay_epochs')}]: decay_epochs "
+                        f"must be a whole number >= 0, got {decay_epochs!r}")
     scratch = {k: kw.pop(f"{k}_from_scratch") for k in FROM_SCRATCH if f"{k}_from_scratch" in kw}
+    # where each value came from, for messages: (table, key as the recipe spells it)
+    origin = {k: (_table_of(recipe, stage, variant, k), k) for k in kw}
     for data_option in DATA_KEYS:
         kw.pop(data_option, None)
     if stage == "finetune" and from_scratch:
         kw.update(scratch)
+        origin.update({k: (_table_of(recipe, stage, variant, f"{k}_from_scratch"), f"{k}_from_scratch") for k in scratch})
     if decay_epochs:
         kw["final_tokens"] = decay_epochs * documents * block_size
     if isinstance(kw.get("betas"), list):  # TOML has arrays, not tuples
         kw["betas"] = tuple(kw["betas"])
     kw.update({k: v for k, v in overrides.items() if v is not None})
     cfg = TrainConfig(**kw)
-    check_train_config(cfg, stage, _source(recipe), {k for k, v in overrides.items() if v is not None})
+    check_train_config(cfg, stage, _source(recipe), {k for k, v in overrides.items() if v is not None}, origin)
     if cfg.schedule == "paper" and not cfg.final_tokens:
         raise UserError(f"{_source(recipe)} [{stage}]: schedule 'paper' needs decay_epochs (or final_tokens)")
     return cfg
@@ -146,13 +157,16 @@ def _source(recipe: dict) -> str:
     return recipe.get("path", f"recipe '{recipe['name']}'")
 
 
-def check_train_config(cfg: TrainConfig, stage: str, source: str, from_command_line=()) -> None:
+def check_train_config(cfg: TrainConfig, stage: str, source: str, from_command_line=(), origin=None) -> None:
     """Every value a run could not use, as one line naming where it came from: a TOML value of the wrong
     type would otherwise be taken at face value (`pack = "no"` packs, `lr = true` is 1.0) or fail deep
-    in training with a traceback."""
+    in training with a traceback. origin: {field: (table, key)} when a value came from a sub-table
+    ([pretrain.rope]) or under another name (lr_from_scratch)."""
     def bad(key: str, want: str):
-        where = "the command line" if key in from_command_line else source
-        return UserError(f"{where} [{stage}]: {key} must be {want}, got {getattr(cfg, key)!r}")
+        if key in from_command_line:
+            return UserError(f"the command line [{stage}]: {key} must be {want}, got {getattr(cfg, key)!r}")
+        table, name = (origin or {}).get(key, (stage, key))
+        return UserError(f"{source} [{table}]: {name} must be {want}, got {getattr(cfg, key)!r}")
 
     def whole(v):
         return isinstance(v, int) and not isinstance(v, bool)
