@@ -213,7 +213,7 @@ def test_a_failed_run_ends_the_table_without_starting_the_queued_ones(synth_dir,
     only after every run before it in the table's order had run."""
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(TINY_RECIPE + "[pretrain.vanilla]\nlr = 0.0\n")
-    with pytest.raises(UserError, match=r"\[pretrain\]: lr must be a number > 0"):
+    with pytest.raises(UserError, match=r"\[pretrain\.vanilla\]: lr must be a number > 0"):
         rp.reproduce(synth_dir, tmp_path / "out", recipe=str(recipe), seeds=(0, 1, 2), train_overrides=FAST, jobs=2)
     started = sorted(p.name for p in (tmp_path / "out").glob("scratch.*"))
     assert started == [], started
@@ -232,6 +232,21 @@ def test_a_dev_pair_that_cannot_be_scored_stops_the_table_before_training(synth_
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(TINY_RECIPE)
     with pytest.raises(UserError, match=r"birth_dev\.tsv:3: character"):
+        rp.reproduce(data, tmp_path / "out", recipe=str(recipe), seeds=(0,), train_overrides=FAST)
+    assert not list((tmp_path / "out").glob("*.safetensors"))
+
+
+def test_a_test_question_that_cannot_be_asked_stops_the_table_before_training(synth_dir, tmp_path):
+    """Each run predicts the test questions after its training: a bad one used to end the table there."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in synth_dir.iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    lines = (data / "birth_test_inputs.tsv").read_text().splitlines()
+    (data / "birth_test_inputs.tsv").write_text("\n".join([lines[0], "Where was " + "Ab " * 40 + "born?", *lines[1:]]))
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    with pytest.raises(UserError, match=r"birth_test_inputs\.tsv:2: question is 135 characters"):
         rp.reproduce(data, tmp_path / "out", recipe=str(recipe), seeds=(0,), train_overrides=FAST)
     assert not list((tmp_path / "out").glob("*.safetensors"))
 

@@ -19,16 +19,23 @@ def extract_answer(prompt_and_completion: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def predict(model: GPT, vocab: Vocab, questions: list[str], source="<questions>", max_new: int = 32,
-            lines=None) -> list[str]:
-    """lines: each question's line number in source, for errors (default: 1, 2, ...)."""
+def prompts_for(vocab: Vocab, questions: list[str], block_size: int, source="<questions>", lines=None) -> list:
+    """Each question + ⁇ as ids; a character outside the vocabulary or a question too long for the block is
+    an error naming its line."""
     prompts = []
     for i, q in zip(lines or range(1, len(questions) + 1), questions):
         prompt = vocab.encode(q + MASK, source, i)
-        if len(prompt) >= model.cfg.block_size:
+        if len(prompt) >= block_size:
             raise UserError(f"{where(source, i)}: question is {len(prompt) - 1} characters; with the {MASK} after "
-                            f"it the model reads at most {model.cfg.block_size - 1}")
+                            f"it the model reads at most {block_size - 1}")
         prompts.append(prompt)
+    return prompts
+
+
+def predict(model: GPT, vocab: Vocab, questions: list[str], source="<questions>", max_new: int = 32,
+            lines=None) -> list[str]:
+    """lines: each question's line number in source, for errors (default: 1, 2, ...)."""
+    prompts = prompts_for(vocab, questions, model.cfg.block_size, source, lines)
     completions = greedy_batched(model, prompts, max_new=max_new)
     return [extract_answer(q + MASK + vocab.decode(c)) for q, c in zip(questions, completions)]
 

@@ -25,7 +25,7 @@ from spangpt.config import load_recipe, model_config
 from spangpt.errors import Stopped, UserError
 from spangpt.fileio import atomic_write
 from spangpt.data import load_wiki, numbered_questions
-from spangpt.evaluate import answer_loss, london_baseline
+from spangpt.evaluate import answer_loss, london_baseline, prompts_for
 from spangpt.train import read_metrics
 
 DEV, TEST = "birth_dev.tsv", "birth_test_inputs.tsv"
@@ -94,14 +94,17 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
 
 def _check_pairs(data: Path, recipe: str) -> list[str]:
     """The dev answers, once every training and dev pair is known to encode with the corpus's vocabulary
-    and fit the recipe's block: fine-tuning trains on the first, each run scores its answer loss on the
-    second, and a bad line must stop the table before hours of pretraining, not after (the error names
-    the file and line)."""
+    and fit the recipe's block, and every test question too: fine-tuning trains on the first, each run
+    scores its answer loss on the second and predicts the third, and a bad line must stop the table before
+    hours of pretraining, not after (the error names the file and line)."""
     _, vocab = load_wiki(data / stages.WIKI)
     block = model_config(load_recipe(recipe), len(vocab), "vanilla", {}).block_size
     stages.qa_examples(data / stages.TRAIN_QA, vocab, block)
     numbered = numbered_questions(data / DEV)
     stages.qa_examples(data / DEV, vocab, block, numbered)
+    if (data / TEST).is_file():
+        test = numbered_questions(data / TEST, need_answers=False)
+        prompts_for(vocab, [q for _, q, _ in test], block, str(data / TEST), [n for n, _, _ in test])
     return [a for _, _, a in numbered]
 
 
