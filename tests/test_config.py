@@ -79,6 +79,7 @@ def test_keys_in_the_wrong_place_are_errors_not_silently_dropped(tmp_path):
     ("[pretrain.rope]\nfocus = 2\n", r"r\.toml \[pretrain\.rope\]: focus must be a number in \[0, 1\]"),
     ("[pretrain]\nfocus = 2\n[pretrain.rope]\nlr = 1e-3\n", r"r\.toml \[pretrain\]: focus must be a number"),
     ("[pretrain]\nmix_qa = 1\n", r"r\.toml \[pretrain\]: mix_qa must be true or false"),
+    ("[pretrain]\nshuffle = 'no'\n", r"r\.toml \[pretrain\]: shuffle must be true or false, got 'no'"),
     ("[pretrain]\ncorruption = 'orginal'\n", r"r\.toml \[pretrain\]: corruption must be one of 'spangpt', 'original'"),
     ("[finetune]\ncorruption = 'original'\n", r"r\.toml: \[finetune\] cannot set corruption"),
 ])

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spangpt.data import (_capitalised_runs, _name_head, batches, finetune_example, load_corpus, load_questions,
+from spangpt.data import (_capitalised_runs, _name_head, batch_examples, batches, finetune_example, load_corpus, load_questions,
                           numbered_questions,
                           pack_batch, pack_rows, pad_batch, padded_strings, pretrain_example, span_corruption)
 from spangpt.errors import UserError
@@ -341,3 +341,15 @@ def test_question_lines_end_at_newline_only(tmp_path):
     path = tmp_path / "dev.tsv"
     path.write_bytes("Where was Ann born?\tParis\r\n\nWhere was Bo\u2028b\x0c born?\tRome\n".encode())
     assert numbered_questions(path) == [(1, "Where was Ann born?", "Paris"), (3, "Where was Bo\u2028b\x0c born?", "Rome")]
+
+
+def test_without_shuffle_the_batches_keep_the_examples_order_every_epoch():
+    """The original's DataLoader does not shuffle: `paper` (shuffle = false) keeps the file's order."""
+    examples = list(range(10))
+    rng = random.Random(0)
+    state = rng.getstate()
+    assert list(batch_examples(examples, 4, rng, shuffle=False)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert list(batch_examples(examples, 4, rng, skip=1, shuffle=False)) == [[4, 5, 6, 7], [8, 9]]
+    assert rng.getstate() == state  # nothing drawn
+    shuffled = [i for b in batch_examples(examples, 4, rng) for i in b]
+    assert sorted(shuffled) == examples and shuffled != examples

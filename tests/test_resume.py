@@ -540,3 +540,15 @@ def test_states_saved_before_the_init_hash_was_recorded_still_resume():
     state.check_same_run(older, now, "s.pt")  # nothing to compare: accepted, as before
     with pytest.raises(UserError, match="it started from other weights"):
         state.check_same_run({**older, "init": None}, now, "s.pt")  # from scratch then, from weights now
+
+
+def test_states_saved_before_shuffle_existed_resume_a_shuffled_run_only():
+    """A state saved before `shuffle` was a setting was saved by a run that shuffled."""
+    now = state.fingerprint({"n_layer": 1}, {"lr": 0.1, "shuffle": True}, [([1], [2])])
+    older = {**now, "train": {"lr": 0.1}}
+    state.check_same_run(older, now, "s.pt")
+    unshuffled = state.fingerprint({"n_layer": 1}, {"lr": 0.1, "shuffle": False}, [([1], [2])])
+    with pytest.raises(UserError, match=r"train\.shuffle: True then, False now"):
+        state.check_same_run(older, unshuffled, "s.pt")
+    with pytest.raises(UserError, match=r"train\.momentum: None then, 0\.9 now"):  # not a known addition
+        state.check_same_run(older, {**now, "train": {**now["train"], "momentum": 0.9}}, "s.pt")

@@ -95,6 +95,28 @@ def test_paper_draws_the_original_span_corruption_and_other_recipes_spangpts(mon
     assert len(short) > 150 and whole["paper"] < 0.1 < 0.3 < whole["demo"]
 
 
+def test_paper_starts_the_position_table_at_zero_and_keeps_the_file_order(monkeypatch, tmp_path, synth_dir):
+    """As the original: `nn.Parameter(torch.zeros(...))` and a DataLoader without shuffle; from scratch
+    too (the no-pretraining control), never over the weights of an --init."""
+    import torch
+
+    models = []
+
+    def fake_train(model, draw, cfg, metrics_path=None, desc="", **state_options):
+        models.append((model.pos_emb.weight.detach().clone(), cfg.shuffle))
+        return TrainResult(steps=1)
+
+    monkeypatch.setattr(stages, "train", fake_train)
+    stages.pretrain(synth_dir, tmp_path / "p.safetensors", "vanilla", "paper", quiet=True)
+    stages.pretrain(synth_dir, tmp_path / "d.safetensors", "vanilla", "demo", quiet=True)
+    stages.finetune(synth_dir, tmp_path / "s.safetensors", "vanilla", None, "paper", quiet=True)
+    stages.finetune(synth_dir, tmp_path / "i.safetensors", "vanilla", tmp_path / "d.safetensors", "paper", quiet=True)
+    (paper, paper_shuffle), (demo, demo_shuffle), (scratch, scratch_shuffle), (init, _) = models
+    assert not paper.any() and not scratch.any() and demo.std() > 0.01
+    assert torch.equal(init, demo)  # the pretrained table, as it was
+    assert (paper_shuffle, scratch_shuffle, demo_shuffle) == (False, False, True)
+
+
 def test_recipe_focus_reaches_the_examples(monkeypatch, tmp_path, synth_dir):
     seen = _capture_draw(monkeypatch)
     recipe = tmp_path / "r.toml"

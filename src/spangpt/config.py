@@ -26,7 +26,8 @@ STAGES = ("pretrain", "finetune")
 DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus", "corruption")  # [pretrain] data options, read by stages.pretrain
 FROM_SCRATCH = ("epochs", "lr")  # [finetune] epochs_from_scratch, lr_from_scratch: used when there is no --init
 # the stage each extra key belongs to: elsewhere it would be read by nobody, so it is an error there
-EXTRA_KEYS = {"decay_epochs": STAGES, **{f"{k}_from_scratch": ("finetune",) for k in FROM_SCRATCH},
+EXTRA_KEYS = {"decay_epochs": STAGES, "zero_positions": STAGES,
+              **{f"{k}_from_scratch": ("finetune",) for k in FROM_SCRATCH},
               **{k: ("pretrain",) for k in DATA_KEYS}}
 NOT_IN_RECIPE = {"variant": "--variant", "vocab_size": "the corpus"}  # ModelConfig fields set elsewhere
 CHOICES = {"schedule": ("paper", "cosine", "linear", "constant"), "decay_on": DECAY_ON,
@@ -116,6 +117,16 @@ def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, 
     return mix_qa, window, float(probs["salient_mask"]), float(probs["focus"]), corruption
 
 
+def zero_positions(recipe: dict, stage: str, variant: str | None = None) -> bool:
+    """`zero_positions = true`: a freshly built vanilla model's position table starts at zero, as the
+    original's (`nn.Parameter(torch.zeros(...))`), instead of N(0, 0.02) like every other weight."""
+    flag = stage_table(recipe, stage, variant).get("zero_positions", False)
+    if not isinstance(flag, bool):
+        raise UserError(f"{_source(recipe)} [{_table_of(recipe, stage, variant, 'zero_positions')}]: zero_positions "
+                        f"must be true or false, got {flag!r}")
+    return flag
+
+
 def model_config(recipe: dict, vocab_size: int, variant: str, overrides: dict) -> ModelConfig:
     kw = {**recipe.get("model", {}), **{k: v for k, v in overrides.items() if v is not None}}
     try:
@@ -136,7 +147,7 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     scratch = {k: kw.pop(f"{k}_from_scratch") for k in FROM_SCRATCH if f"{k}_from_scratch" in kw}
     # where each value came from, for messages: (table, key as the recipe spells it)
     origin = {k: (_table_of(recipe, stage, variant, k), k) for k in kw}
-    for data_option in DATA_KEYS:
+    for data_option in (*DATA_KEYS, "zero_positions"):
         kw.pop(data_option, None)
     if stage == "finetune" and from_scratch:
         kw.update(scratch)
@@ -196,7 +207,7 @@ def check_train_config(cfg: TrainConfig, stage: str, source: str, from_command_l
     for key, options in CHOICES.items():
         if getattr(cfg, key) not in options:
             raise bad(key, f"one of {', '.join(options)}")
-    for key in ("pack", "compile", "progress"):
+    for key in ("pack", "shuffle", "compile", "progress"):
         if not isinstance(getattr(cfg, key), bool):
             raise bad(key, "true or false")
     if cfg.fast_dropout is not None and not isinstance(cfg.fast_dropout, bool):

@@ -334,19 +334,22 @@ def make_batch(examples, block_size: int, pack: bool) -> Batch:
     return (pack_batch if pack else pad_batch)(examples, block_size)
 
 
-def batches(examples, batch_size: int, block_size: int, pack: bool, rng: random.Random, skip: int = 0):
+def batches(examples, batch_size: int, block_size: int, pack: bool, rng: random.Random, skip: int = 0,
+            shuffle: bool = True):
     """Shuffle, then cut into batches of `batch_size` examples (the original's unit), laid out padded or packed.
 
     The last, smaller batch is kept, as the original DataLoader does (drop_last=False). skip: start at
     that batch (a resumed epoch); the shuffle still draws from rng, so later epochs are unchanged.
+    shuffle=False keeps the examples' order (the original's loader: the file's order, every epoch).
     """
-    for chosen in batch_examples(examples, batch_size, rng, skip):
+    for chosen in batch_examples(examples, batch_size, rng, skip, shuffle):
         yield make_batch(chosen, block_size, pack)
 
 
-def batch_examples(examples, batch_size: int, rng: random.Random, skip: int = 0):
+def batch_examples(examples, batch_size: int, rng: random.Random, skip: int = 0, shuffle: bool = True):
     """The examples of each batch, before layout (what batches() lays out; sharded under torchrun)."""
     order = list(range(len(examples)))
-    rng.shuffle(order)
+    if shuffle:
+        rng.shuffle(order)
     for s in range(skip * batch_size, len(order), batch_size):
         yield [examples[i] for i in order[s : s + batch_size]]

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from spangpt import checkpoint, distributed, state
-from spangpt.config import data_options, load_recipe, model_config, train_config
+from spangpt.config import data_options, load_recipe, model_config, train_config, zero_positions
 from spangpt.data import finetune_examples, load_corpus, load_wiki, numbered_questions, pretrain_example
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
@@ -76,10 +76,10 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
                         variant=variant)
     run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
            "mix_qa": mix_qa, "window": window, "salient_mask": salient,
-           "focus": focus, "corruption": corruption, "model": mcfg.to_dict(),
-           "train": tcfg.to_dict()}
+           "focus": focus, "corruption": corruption, "zero_positions": zero_positions(rec, "pretrain", variant),
+           "model": mcfg.to_dict(), "train": tcfg.to_dict()}
     torch.manual_seed(tcfg.seed)  # the initial weights are part of what --seed fixes
-    model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))
+    model = _init_positions(GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg)), run["zero_positions"])
     block = mcfg.block_size
 
     qa = qa_examples(data / TRAIN_QA, vocab, block) if mix_qa else []
@@ -119,13 +119,21 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
     examples = qa_examples(qa_path, vocab, mcfg.block_size, numbered)
     run = {"stage": "finetune", "recipe": rec["name"], "data": str(data), "init": str(init) if init else None,
            "init_weights": state.weights_digest(model) if init else None,
+           "zero_positions": init is None and zero_positions(rec, "finetune", variant),
            "documents": documents, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
     torch.manual_seed(tcfg.seed)
     pretrained = model if init is not None else None
-    model = GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg))  # the run's dropout implementation
+    # the run's dropout implementation; from scratch, the recipe's initial positions
+    model = _init_positions(GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg)), run["zero_positions"])
     if pretrained is not None:
         model.load_state_dict(pretrained.state_dict())
     return _fit(out, model, vocab, lambda rng: examples, tcfg, run, f"finetune {variant}", resume, quiet)
+
+
+def _init_positions(model: GPT, zero: bool) -> GPT:
+    if zero and model.pos_emb is not None:  # RoPE has no table
+        torch.nn.init.zeros_(model.pos_emb.weight)
+    return model
 
 
 def qa_examples(path: Path, vocab, block_size: int, numbered=None) -> list:

@@ -163,10 +163,18 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+# Settings added after states were first saved, with the value every earlier run had: a state that lacks
+# one was saved by such a run, so it resumes where the setting has that value.
+ADDED_SINCE = {"model": {}, "train": {"shuffle": True}}
+
+
 def check_same_run(saved: dict, now: dict, path) -> None:
-    diffs = [f"{part}.{k}: {saved[part].get(k)!r} then, {now[part].get(k)!r} now"
+    def then(part, k):
+        return saved[part].get(k, ADDED_SINCE[part].get(k))
+
+    diffs = [f"{part}.{k}: {then(part, k)!r} then, {now[part].get(k)!r} now"
              for part in ("model", "train") for k in sorted(set(saved[part]) | set(now[part]))
-             if saved[part].get(k) != now[part].get(k)]
+             if then(part, k) != now[part].get(k)]
     if saved["data"] != now["data"]:
         diffs.append("the training data differs")
     if "init" in saved and saved["init"] != now["init"]:  # states saved before it was recorded lack it

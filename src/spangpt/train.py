@@ -51,6 +51,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 only on CPUs with native bf16; see use_bf16)
     pack: bool = True  # several examples per row (same loss, ~2.5x fewer positions on span corruption)
+    shuffle: bool = True  # a new order every epoch; false: the file's order, as the original's DataLoader
     attention: str = "auto"  # "math" | "sdpa" | "auto" (sdpa on CUDA, math on CPU: measured faster there)
     # cheap keep-masks (model.FastDropout) on CPU; on CUDA torch.nn.Dropout is one fused kernel and
     # measured faster. None = choose by device.
@@ -301,10 +302,12 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             examples = first if epoch == 0 else draw_examples(rng)
             b0 = skip if epoch == start_epoch else 0
             if world == 1:
-                for i, batch in enumerate(batches(examples, cfg.batch_size, block, cfg.pack, rng, skip=b0), b0):
+                laid_out = batches(examples, cfg.batch_size, block, cfg.pack, rng, skip=b0, shuffle=cfg.shuffle)
+                for i, batch in enumerate(laid_out, b0):
                     yield epoch, i, epoch_rng, batch, None
                 continue
-            for i, chosen in enumerate(batch_examples(examples, cfg.batch_size, rng, skip=b0), b0):
+            chosen_batches = batch_examples(examples, cfg.batch_size, rng, skip=b0, shuffle=cfg.shuffle)
+            for i, chosen in enumerate(chosen_batches, b0):
                 mine, weight = distributed.shard(chosen, rank, world)
                 # the global batch's numbers (every rank knows them: no communication): they drive the
                 # schedule, the counters and the loss normalisation exactly as in one process
