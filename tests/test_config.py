@@ -96,7 +96,8 @@ def test_recipe_values_a_run_cannot_use_name_the_file_table_and_key(tmp_path, te
 
 def test_a_from_scratch_value_is_named_as_the_recipe_spells_it(tmp_path):
     path = tmp_path / "r.toml"
-    path.write_text("[finetune]\nschedule = 'constant'\nlr_from_scratch = -2\n[finetune.vanilla]\nepochs_from_scratch = 0\n")
+    path.write_text("[finetune]\nschedule = 'constant'\nlr_from_scratch = -2\n"
+                    "[finetune.vanilla]\nepochs_from_scratch = 0\n")
     r = load_recipe(str(path))
     with pytest.raises(UserError, match=r"r\.toml \[finetune\]: lr_from_scratch must be a number > 0, got -2"):
         train_config(r, "finetune", {}, documents=10, block_size=128, from_scratch=True, variant="rope")

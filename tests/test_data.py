@@ -6,9 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spangpt.data import (_capitalised_runs, _name_head, batch_examples, batches, finetune_example, load_corpus, load_questions,
-                          numbered_questions,
-                          pack_batch, pack_rows, pad_batch, padded_strings, pretrain_example, span_corruption)
+from spangpt.data import (_capitalised_runs, _name_head, batch_examples, batches, finetune_example, load_corpus,
+                          load_questions, numbered_questions, pack_batch, pack_rows, pad_batch, padded_strings,
+                          pretrain_example, span_corruption)
 from spangpt.errors import UserError
 from spangpt.vocab import MASK, PAD, PAD_ID, Vocab
 

@@ -100,7 +100,10 @@ def test_spangpt_commands_in_the_docs_exist(doc):
             wrong.append(f"{cmd}: {words[0]} has no {', '.join(unknown)}")
         elif fenced:
             try:
-                (bench._parser() if words[0] == "bench" else parser).parse_args(words[1:] if words[0] == "bench" else words)
+                if words[0] == "bench":
+                    bench._parser().parse_args(words[1:])
+                else:
+                    parser.parse_args(words)
             except SystemExit:
                 wrong.append(f"{cmd}: does not parse")
     assert not wrong, "\n".join(wrong)

@@ -23,7 +23,8 @@ from spangpt.train import DECAY_ON, TrainConfig
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
 # recipe keys that are not TrainConfig fields: they are resolved into TrainConfig values below
-DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus", "corruption")  # [pretrain] data options, read by stages.pretrain
+# [pretrain] data options, read by stages.pretrain
+DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus", "corruption")
 FROM_SCRATCH = ("epochs", "lr")  # [finetune] epochs_from_scratch, lr_from_scratch: used when there is no --init
 # the stage each extra key belongs to: elsewhere it would be read by nobody, so it is an error there
 EXTRA_KEYS = {"decay_epochs": STAGES, "zero_positions": STAGES,
@@ -102,7 +103,8 @@ def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, 
     table = stage_table(recipe, "pretrain", variant)
     corruption = table.get("corruption", "spangpt")
     if corruption not in CORRUPTIONS:
-        raise UserError(f"{_source(recipe)} [{_table_of(recipe, 'pretrain', variant, 'corruption')}]: corruption must be one of "
+        table = _table_of(recipe, "pretrain", variant, "corruption")
+        raise UserError(f"{_source(recipe)} [{table}]: corruption must be one of "
                         f"{', '.join(map(repr, CORRUPTIONS))}, got {corruption!r}")
     mix_qa, window = table.get("mix_qa", False), table.get("window", False)
     probs = {k: table.get(k, 0.0) for k in ("salient_mask", "focus")}
@@ -151,7 +153,8 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
         kw.pop(data_option, None)
     if stage == "finetune" and from_scratch:
         kw.update(scratch)
-        origin.update({k: (_table_of(recipe, stage, variant, f"{k}_from_scratch"), f"{k}_from_scratch") for k in scratch})
+        for k in scratch:
+            origin[k] = (_table_of(recipe, stage, variant, f"{k}_from_scratch"), f"{k}_from_scratch")
     if decay_epochs:
         kw["final_tokens"] = decay_epochs * documents * block_size
     if isinstance(kw.get("betas"), list):  # TOML has arrays, not tuples
