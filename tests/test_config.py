@@ -229,6 +229,7 @@ def _recipe(name):
     ("fast-30min", "fast-30min-linear", {"schedule": "linear"}),
     ("fast-30min-focus", "fast-30min-focus-linear", {"schedule": "linear"}),
     ("fast-30min-focus-linear", "fast-30min-focus50-linear", {"focus": 0.5}),
+    ("fast-30min-focus50-linear", "fast-30min-focus75-linear", {"focus": 0.75}),
     ("fast-90min", "fast-90min-focus", {"focus": 0.25}),
     ("fast-90min-focus", "fast-90min-focus-linear", {"schedule": "linear"}),
     ("fast-90min-focus-linear", "fast-90min-focus50-linear", {"focus": 0.5}),
