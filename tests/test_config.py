@@ -233,6 +233,7 @@ def _recipe(name):
     ("fast-90min", "fast-90min-focus", {"focus": 0.25}),
     ("fast-90min-focus", "fast-90min-focus-linear", {"schedule": "linear"}),
     ("fast-90min-focus-linear", "fast-90min-focus50-linear", {"focus": 0.5}),
+    ("fast-90min-focus50-linear", "fast-90min-focus75-linear", {"focus": 0.75}),
 ])
 def test_fast_30min_descendants_change_one_option(base, name, changed):
     """Each descendant of fast-30min differs from its base in one [pretrain] option (and the log interval
