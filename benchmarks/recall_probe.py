@@ -47,8 +47,13 @@ def cases(data: Path, split: str) -> list[tuple[str, str, str]]:
 
 
 def load_model(path: Path, data: Path):
-    """A checkpoint, or the weights in a resumable training state (--save-every: a curve from one run)."""
-    if path.suffix == ".safetensors":
+    """A checkpoint, or the weights in a resumable training state (--save-every: a curve from one run).
+
+    Told apart by the state's header, not the name: `spangpt pretrain --out m.pt` writes a checkpoint
+    named m.pt, which the CLI reads as one."""
+    with open(path, "rb") as f:
+        is_state = f.read(len(state.MAGIC)) == state.MAGIC
+    if not is_state:
         model, vocab, _ = checkpoint.load(path)
         return model, vocab
     st = state.load(path)

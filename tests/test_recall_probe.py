@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from spangpt import checkpoint
+from spangpt import checkpoint, state
+from spangpt.errors import UserError
 from spangpt.data import load_wiki
 from spangpt.model import GPT, ModelConfig
 from conftest import load_benchmark
@@ -83,3 +84,20 @@ def test_a_prefix_too_long_for_the_block_is_refused_before_any_model_is_read(tmp
     with pytest.raises(SystemExit) as e:
         probe.main()
     assert e.value.code == 2 and "--prefix: at most 16 characters" in capsys.readouterr().err
+
+
+def test_a_checkpoint_is_read_as_one_whatever_its_name(tmp_path):
+    """`spangpt pretrain --out m.pt` writes a checkpoint named m.pt; the probe must not take it for a
+    training state (it did, by the suffix, and refused it as "not a spangpt training state")."""
+    _corpus(tmp_path)
+    ckpt = _checkpoint(tmp_path, load_wiki(tmp_path / "wiki.txt")[1]).rename(tmp_path / "m.pt")
+    model, _ = _probe().load_model(ckpt, tmp_path)
+    assert isinstance(model, GPT) and model.cfg.n_embd == 16
+
+
+def test_a_file_with_the_state_header_is_read_as_a_state_whatever_its_name(tmp_path):
+    """The other way round: the header routes to the state reader, here refusing a damaged one."""
+    path = tmp_path / "run.safetensors"
+    path.write_bytes(state.MAGIC + b"0" * 64 + b"\n" + b"not a pickle")
+    with pytest.raises(UserError, match="damaged training state"):
+        _probe().load_model(path, tmp_path)
