@@ -30,7 +30,8 @@ def test_overrides_win_and_none_means_unset():
 
 
 def test_bad_recipes_are_clear_errors(tmp_path):
-    assert {"paper", "demo", "fast-30min", "fast-30min-focus", "fast-90min"} <= set(builtin_recipes())
+    assert {"paper", "demo", "fast-30min", "fast-30min-focus", "fast-90min",
+            "fast-90min-focus50-linear"} <= set(builtin_recipes())
     with pytest.raises(UserError, match="unknown recipe 'nope'"):
         load_recipe("nope")
     bad = tmp_path / "bad.toml"
