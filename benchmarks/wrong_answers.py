@@ -6,6 +6,10 @@ For each wrong answer: is it a place named in the person's own line (a distracto
 a namesake (another person who shares a word of the name: "Bob Lee" for "Ann Lee")? The namesake count
 is set beside chance: as many random other lines per person, averaged over draws. Far above chance means
 the model looks facts up partly by a single word of the name, not by the whole name.
+
+It also counts the right answers by where the answer lies in the person's line: ending within the first
+96 characters (all the original's span corruption ever shows), past them, or not in the line at all.
+What lies past 96 characters is what `window` (or `focus`, whose runs come from the whole line) can add.
 """
 from __future__ import annotations
 
@@ -15,13 +19,21 @@ from pathlib import Path
 
 from spangpt.data import _name_head, load_corpus, load_questions, read_text
 
+LIMIT = 96  # int(block_size * 3 / 4): the original never shows a line past this
+
+
+def _lines_by_name(wiki: list[str]) -> dict[str, str]:
+    lines = {}
+    for line in wiki:
+        lines.setdefault(line[: _name_head(line) - 2], line)
+    return lines
+
+
 def classify(wiki: list[str], questions: list[tuple[str, str]], preds: list[str], draws: int = 20,
              seed: int = 0) -> dict:
     """Counts over the questions: right, wrong, wrong and in the own line, wrong for a person with
     namesakes, wrong and in a namesake's line, and that last count by chance (random lines, mean of draws)."""
-    lines = {}
-    for line in wiki:
-        lines.setdefault(line[: _name_head(line) - 2], line)
+    lines = _lines_by_name(wiki)
     by_word: dict[str, list[str]] = {}
     for name in lines:
         for w in set(name.split()):
@@ -49,6 +61,19 @@ def classify(wiki: list[str], questions: list[tuple[str, str]], preds: list[str]
     return c
 
 
+def by_position(wiki: list[str], questions: list[tuple[str, str]], preds: list[str]) -> dict:
+    """{where: (right, questions)} for where the answer ends in the person's line: "first 96", "past 96",
+    "not in line" (its first occurrence; a person without a line counts as not in line)."""
+    lines = _lines_by_name(wiki)
+    out = {"first 96": [0, 0], "past 96": [0, 0], "not in line": [0, 0]}
+    for (q, answer), pred in zip(questions, preds):
+        i = lines.get(q.removeprefix("Where was ").removesuffix(" born?"), "").find(answer)
+        where = "not in line" if i < 0 else "first 96" if i + len(answer) <= LIMIT else "past 96"
+        out[where][0] += pred == answer
+        out[where][1] += 1
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", type=Path, help="folder with wiki.txt and the questions")
@@ -65,6 +90,8 @@ def main(argv=None) -> None:
         print(f"{path}: {c['right']} right, {c['wrong']} wrong; of the wrong, {c['own_line']} name a place of the "
               f"person's own line; {c['namesake_line']} of {c['with_namesakes']} (people with namesakes) a place of a "
               f"namesake's line, against {c['chance']:.1f} by chance")
+        print("  right, by where the answer ends in the line: " +
+              ", ".join(f"{k} {r}/{n}" for k, (r, n) in by_position(wiki, questions, preds).items()))
 
 
 if __name__ == "__main__":

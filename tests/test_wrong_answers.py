@@ -22,6 +22,15 @@ def test_counts_against_hand_computed_case():
     assert 0.1 < c["chance"] < 0.6
 
 
+def test_right_answers_by_where_the_answer_lies():
+    long = "Eve Ng. Eve Ng" + " was a painter" * 6 + " born in Riga ."  # "Riga" ends past character 96
+    assert long.find("Riga") + 4 > 96 and WIKI[0].find("Paris") + 5 <= 96
+    questions = QUESTIONS + [("Where was Eve Ng born?", "Riga"), ("Where was Fay Ox born?", "Nice")]
+    preds = ["Paris", "Lima", "Kyiv", "Rome", "Riga", "Nice"]  # Nice: right, but Fay Ox has no line
+    assert load_benchmark("wrong_answers").by_position(WIKI + [long], questions, preds) == \
+        {"first 96": (3, 4), "past 96": (1, 1), "not in line": (1, 1)}
+
+
 def test_main_prints_a_line_per_file_and_refuses_a_short_one(tmp_path, capsys):
     (tmp_path / "wiki.txt").write_text("\n".join(WIKI), encoding="utf-8")
     (tmp_path / "birth_dev.tsv").write_text("".join(f"{q}\t{a}\n" for q, a in QUESTIONS), encoding="utf-8")
@@ -31,5 +40,6 @@ def test_main_prints_a_line_per_file_and_refuses_a_short_one(tmp_path, capsys):
     mod.main([str(tmp_path), str(tmp_path / "a.pred")])
     out = capsys.readouterr().out
     assert "1 right, 3 wrong" in out and "1 of 2 (people with namesakes)" in out
+    assert "first 96 1/4, past 96 0/0, not in line 0/0" in out
     with pytest.raises(SystemExit, match="1 predictions for 4 questions"):
         mod.main([str(tmp_path), str(tmp_path / "short.pred")])
