@@ -22,6 +22,10 @@ from spangpt.data import _name_head, load_corpus, load_questions, read_text
 LIMIT = 96  # int(block_size * 3 / 4): the original never shows a line past this
 
 
+def _name(question: str) -> str:
+    return question.removeprefix("Where was ").removesuffix(" born?")  # as recall_probe.py reads it
+
+
 def _lines_by_name(wiki: list[str]) -> dict[str, str]:
     lines = {}
     for line in wiki:
@@ -46,7 +50,7 @@ def classify(wiki: list[str], questions: list[tuple[str, str]], preds: list[str]
             c["right"] += 1
             continue
         c["wrong"] += 1
-        name = q.removeprefix("Where was ").removesuffix(" born?")  # as recall_probe.py reads it
+        name = _name(q)
         own = lines.get(name, "")
         if pred and pred in own:
             c["own_line"] += 1
@@ -67,7 +71,7 @@ def by_position(wiki: list[str], questions: list[tuple[str, str]], preds: list[s
     lines = _lines_by_name(wiki)
     out = {"first 96": [0, 0], "past 96": [0, 0], "not in line": [0, 0]}
     for (q, answer), pred in zip(questions, preds):
-        i = lines.get(q.removeprefix("Where was ").removesuffix(" born?"), "").find(answer)
+        i = lines.get(_name(q), "").find(answer)
         where = "not in line" if i < 0 else "first 96" if i + len(answer) <= LIMIT else "past 96"
         out[where][0] += pred == answer
         out[where][1] += 1
