@@ -14,6 +14,10 @@ first 96 characters (what the original's pretraining ever shows):
 - question:       "Where was NAME born?⁇", the fine-tuning format (only meaningful after fine-tuning).
 - after PREFIX:   with --prefix TEXT, the own line after TEXT ("Ab. Khatchig Mouradian. ... born in "): the same
                   words shifted off the start of the sequence -> does recall depend on standing at the start?
+- focus form:     with --focus, the entity-centred examples' format (`focus` in a recipe; data._focused): the
+                  name, the four words before the answer, ⁇, the line after it, ⁇ ("Khatchig Mouradian.
+                  translator born in ⁇ .⁇") -> is the fact stored only in the form, and at the positions,
+                  those examples put it?
 A fact stored but not reached from a question is what fine-tuning cannot extract. Prints counts.
 """
 from __future__ import annotations
@@ -26,13 +30,15 @@ from spangpt.data import load_corpus, load_questions, load_wiki
 from spangpt.evaluate import accuracy, predict
 from spangpt.generate import greedy_batched
 from spangpt.model import GPT, ModelConfig
+from spangpt.vocab import MASK
 
 LIMIT = 96  # int(block_size * 3 / 4): the original never shows a line past this
 MAX_PREFIX = 16  # line (<= 96) + prefix + a 16-character answer fit the 128-character block
+FOCUS_LENGTH = 50  # a focus example's drawn length is uniform on [4, 96]: the probe takes its mean
 
 
-def cases(data: Path, split: str) -> list[tuple[str, str, str]]:
-    """(name, answer, line up to the answer) for each question answerable from its own line."""
+def cases(data: Path, split: str) -> list[tuple[str, str, str, str]]:
+    """(name, answer, line up to the answer, line after it) for each question answerable from its own line."""
     lines = {}
     for line in load_corpus(data / "wiki.txt"):
         lines.setdefault(line.split(". ")[0], line)
@@ -42,8 +48,19 @@ def cases(data: Path, split: str) -> list[tuple[str, str, str]]:
         line = lines.get(name, "")
         i = line.find(a)
         if i >= 0 and i + len(a) <= LIMIT:
-            out.append((name, a, line[:i]))
+            out.append((name, a, line[:i], line[i + len(a):]))
     return out
+
+
+def focus_prompt(name: str, answer: str, before: str, after: str) -> str:
+    """The line in the form of a focus example that masks the answer, as data._focused builds it with the
+    most words it allows before the masked run (four) and a drawn length of FOCUS_LENGTH."""
+    head = len(name) + 2  # "NAME. "
+    starts = [head] + [i + 1 for i in range(head, len(before)) if before[i] == " "]
+    s = starts[-5:][0]
+    end = len(before) + len(answer)
+    stop = max(end, s + FOCUS_LENGTH - head)
+    return before[:head] + before[s:] + MASK + after[: stop - end] + MASK
 
 
 def load_model(path: Path, data: Path):
@@ -62,21 +79,23 @@ def load_model(path: Path, data: Path):
     return model, load_wiki(data / "wiki.txt")[1]  # the vocabulary pretraining built from the same file
 
 
-def recall(ckpt: Path, data: Path, split: str, prefix: str = "") -> dict[str, tuple[int, int]]:
+def recall(ckpt: Path, data: Path, split: str, prefix: str = "", focus: bool = False) -> dict[str, tuple[int, int]]:
     model, vocab = load_model(ckpt, data)
     found = cases(data, split)
     prompts = {
-        "own line": [head for _, _, head in found],
-        "after question": [f"Where was {n} born? " + head[len(n) + 2:] for n, _, head in found],
+        "own line": [head for _, _, head, _ in found],
+        "after question": [f"Where was {n} born? " + head[len(n) + 2:] for n, _, head, _ in found],
     }
     if prefix:
-        prompts[f"after {prefix!r}"] = [prefix + head for _, _, head in found]
+        prompts[f"after {prefix!r}"] = [prefix + head for _, _, head, _ in found]
+    if focus:
+        prompts["focus form"] = [focus_prompt(*c) for c in found]
     res = {}
     for kind, texts in prompts.items():
         outs = greedy_batched(model, [vocab.encode(t) for t in texts], max_new=32)
-        res[kind] = (sum(vocab.decode(o).startswith(a) for o, (_, a, _) in zip(outs, found)), len(found))
-    preds = predict(model, vocab, [f"Where was {n} born?" for n, _, _ in found])
-    res["question"] = accuracy(preds, [a for _, a, _ in found])
+        res[kind] = (sum(vocab.decode(o).startswith(a) for o, (_, a, _, _) in zip(outs, found)), len(found))
+    preds = predict(model, vocab, [f"Where was {n} born?" for n, _, _, _ in found])
+    res["question"] = accuracy(preds, [a for _, a, _, _ in found])
     return res
 
 
@@ -86,12 +105,13 @@ def main() -> None:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--splits", nargs="+", default=["birth_dev.tsv", "birth_places_train.tsv"])
     p.add_argument("--prefix", default="", help="also recall each own line after this text (e.g. 'Ab. ')")
+    p.add_argument("--focus", action="store_true", help="also recall each answer from the line in focus form")
     args = p.parse_args()
     if len(args.prefix) > MAX_PREFIX:
         p.error(f"--prefix: at most {MAX_PREFIX} characters (lines run to {LIMIT}, and the answer needs room in the block)")
     for ckpt in args.ckpt:
         for split in args.splits:
-            res = recall(ckpt, args.data, split, args.prefix)
+            res = recall(ckpt, args.data, split, args.prefix, args.focus)
             print(f"{ckpt.name} {split}: " + ", ".join(f"{k} {c}/{n}" for k, (c, n) in res.items()), flush=True)
 
 

@@ -47,7 +47,7 @@ def _fake_greedy(vocab, seen, recalls_from):
 def test_cases_keep_answers_inside_the_first_96_characters_of_the_persons_first_line(tmp_path):
     far = _corpus(tmp_path)
     assert far.index("Rome") + len("Rome") > 96
-    assert _probe().cases(tmp_path, "birth_dev.tsv") == [("Ann Lee", "Paris", "Ann Lee. Ann Lee was born in ")]
+    assert _probe().cases(tmp_path, "birth_dev.tsv") == [("Ann Lee", "Paris", "Ann Lee. Ann Lee was born in ", " .")]
 
 
 def _faked_probe(tmp_path, monkeypatch, recalls_after: str, answer: str):
@@ -75,6 +75,39 @@ def test_prefix_adds_the_own_line_shifted_off_the_start(tmp_path, monkeypatch):
     res = probe.recall(ckpt, tmp_path, "birth_dev.tsv", prefix="Zed. ")
     assert res == {"own line": (1, 1), "after question": (0, 1), "after 'Zed. '": (0, 1), "question": (0, 1)}
     assert prompts_seen[-1] == "Zed. Ann Lee. Ann Lee was born in "
+
+
+def test_focus_prompt_by_hand():
+    line = "Ann Lee. Ann Lee was a painter born in Paris , France ."
+    i = line.index("Paris")
+    # at most four words before the answer ("a painter born in"), then the rest of the line: it ends before
+    # the drawn length would (the name's 9 characters + the 4 words + 50 - 9 characters of what follows)
+    assert _probe().focus_prompt("Ann Lee", "Paris", line[:i], line[i + 5:]) == "Ann Lee. a painter born in ⁇ , France .⁇"
+
+
+def test_focus_prompt_is_a_focus_example_without_its_answer():
+    """The second implementation: data._focused, with its draw of the window's start made the earliest one."""
+    from spangpt.data import _capitalised_runs, _focused, _name_head
+
+    class Earliest:
+        def choice(self, xs):
+            return xs[0]
+
+    line = ("Cy Dee. Cy Dee (born 1 May 1950 in Rome, Lazio) was an Italian painter of large canvases whose work "
+            "hangs in Milan .")
+    head = _name_head(line)
+    probe = _probe()
+    for start, end in _capitalised_runs(line, head):
+        answer = line[start:end]
+        expected = _focused(line, head, (start, end), probe.FOCUS_LENGTH, Earliest())
+        assert probe.focus_prompt("Cy Dee", answer, line[:start], line[end:]) + answer + "⁇" == expected
+
+
+def test_focus_adds_the_focus_form(tmp_path, monkeypatch):
+    probe, ckpt, prompts_seen = _faked_probe(tmp_path, monkeypatch, "Ann Lee. Ann", "Paris")
+    res = probe.recall(ckpt, tmp_path, "birth_dev.tsv", focus=True)
+    assert res == {"own line": (1, 1), "after question": (0, 1), "focus form": (0, 1), "question": (1, 1)}
+    assert prompts_seen[-1] == "Ann Lee. Lee was born in ⁇ .⁇"  # four words before the answer
 
 
 def test_a_prefix_too_long_for_the_block_is_refused_before_any_model_is_read(tmp_path, monkeypatch, capsys):
