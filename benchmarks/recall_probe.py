@@ -26,11 +26,10 @@ import argparse
 from pathlib import Path
 
 from spangpt import checkpoint, state
-from spangpt.data import load_corpus, load_questions, load_wiki
+from spangpt.data import _focused, load_corpus, load_questions, load_wiki
 from spangpt.evaluate import accuracy, predict
 from spangpt.generate import greedy_batched
 from spangpt.model import GPT, ModelConfig
-from spangpt.vocab import MASK
 
 LIMIT = 96  # int(block_size * 3 / 4): the original never shows a line past this
 MAX_PREFIX = 16  # line (<= 96) + prefix + a 16-character answer fit the 128-character block
@@ -52,15 +51,19 @@ def cases(data: Path, split: str) -> list[tuple[str, str, str, str]]:
     return out
 
 
+class _Earliest:
+    """In place of data._focused's random generator: the window starts at the earliest word it allows."""
+    @staticmethod
+    def choice(xs):
+        return xs[0]
+
+
 def focus_prompt(name: str, answer: str, before: str, after: str) -> str:
-    """The line in the form of a focus example that masks the answer, as data._focused builds it with the
-    most words it allows before the masked run (four) and a drawn length of FOCUS_LENGTH."""
-    head = len(name) + 2  # "NAME. "
-    starts = [head] + [i + 1 for i in range(head, len(before)) if before[i] == " "]
-    s = starts[-5:][0]
-    end = len(before) + len(answer)
-    stop = max(end, s + FOCUS_LENGTH - head)
-    return before[:head] + before[s:] + MASK + after[: stop - end] + MASK
+    """The line as data._focused builds a focus example masking the answer, with the most words it allows
+    before the masked run (four) and a drawn length of FOCUS_LENGTH, cut before the masked run itself."""
+    start = len(before)
+    example = _focused(before + answer + after, len(name) + 2, (start, start + len(answer)), FOCUS_LENGTH, _Earliest())
+    return example[: -len(answer) - 1]  # the answer and its closing ⁇ are what the model must produce
 
 
 def load_model(path: Path, data: Path):
