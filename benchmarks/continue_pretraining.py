@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spangpt.errors import run_script
 from spangpt import checkpoint
 from spangpt.stages import TRAIN_QA, qa_examples, sidecar
 from spangpt.data import load_wiki, pretrain_example
@@ -49,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

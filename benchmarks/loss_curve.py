@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
+from spangpt.errors import run_script
 from spangpt.reproduce import PAPER_PRETRAIN_LOSS, epoch_losses
 from spangpt.train import read_metrics
 
@@ -69,4 +69,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

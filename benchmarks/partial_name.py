@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spangpt.errors import run_script
 from spangpt.data import load_questions
 
 PREFIX, SUFFIX = "Where was ", " born?"
@@ -75,4 +76,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

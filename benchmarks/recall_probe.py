@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spangpt.errors import run_script
 from spangpt import checkpoint, state
 from spangpt.data import _focused, load_corpus, load_questions, load_wiki
 from spangpt.evaluate import accuracy, predict
@@ -119,4 +120,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

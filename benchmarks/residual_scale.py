@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
 
 import torch
 
+from spangpt.errors import run_script
 from spangpt import checkpoint
 from spangpt.data import load_corpus, pad_batch, pretrain_example
 from spangpt.vocab import PAD_ID
@@ -77,4 +77,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

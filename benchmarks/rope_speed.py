@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from spangpt.errors import run_script
 from spangpt import model as model_module
 from spangpt.data import pack_batch
 from spangpt.model import GPT, ModelConfig
@@ -82,4 +83,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

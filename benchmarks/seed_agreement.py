@@ -13,6 +13,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
+from spangpt.errors import run_script
 from spangpt.data import load_questions, read_text
 
 
@@ -57,4 +58,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

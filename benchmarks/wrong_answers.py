@@ -17,6 +17,7 @@ import argparse
 import random
 from pathlib import Path
 
+from spangpt.errors import UserError, run_script
 from spangpt.data import _name_head, load_corpus, load_questions, read_text
 
 LIMIT = 96  # int(block_size * 3 / 4): the original never shows a line past this
@@ -89,7 +90,7 @@ def main(argv=None) -> None:
     for path in args.predictions:
         preds = read_text(path).splitlines()
         if len(preds) != len(questions):
-            raise SystemExit(f"{path}: {len(preds)} predictions for {len(questions)} questions")
+            raise UserError(f"{path}: {len(preds)} predictions for {len(questions)} questions")
         c = classify(wiki, questions, preds)
         print(f"{path}: {c['right']} right, {c['wrong']} wrong; of the wrong, {c['own_line']} name a place of the "
               f"person's own line; {c['namesake_line']} of {c['with_namesakes']} (people with namesakes) a place of a "
@@ -99,4 +100,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

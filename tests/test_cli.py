@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from spangpt.cli import main
+from spangpt.errors import UserError, run_script
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--max-steps", "3", "--epochs", "5",
         "--device", "cpu", "--recipe", "demo"]
@@ -184,3 +185,21 @@ def test_a_block_too_small_for_span_corruption_is_a_one_line_error(synth_dir, tm
     assert list(tmp_path.iterdir()) == []
     assert main(["pretrain", "--variant", "vanilla", "--data", str(synth_dir), "--out", str(out), *TINY,
                  "--block-size", "6", "--recipe", "paper"]) == 0  # the smallest that works (no QA pairs mixed in)
+
+
+def test_run_script_makes_a_user_error_one_line_and_status_2(capsys, monkeypatch):
+    """The benchmark scripts' entry point: a UserError as the CLI shows it; any other error keeps its traceback."""
+    monkeypatch.setattr(sys, "argv", ["/somewhere/probe.py", "x"])
+
+    def bad():
+        raise UserError("x.tsv:3: no tab")
+
+    with pytest.raises(SystemExit) as e:
+        run_script(bad)
+    assert e.value.code == 2 and capsys.readouterr().err == "probe.py: error: x.tsv:3: no tab\n"
+    for rc, want in ((None, 0), (3, 3)):
+        with pytest.raises(SystemExit) as e:
+            run_script(lambda: rc)
+        assert e.value.code == want
+    with pytest.raises(ValueError):
+        run_script(lambda: int("x"))

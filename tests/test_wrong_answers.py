@@ -1,6 +1,12 @@
 """benchmarks/wrong_answers.py: counts checked on a hand-made corpus."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from conftest import load_benchmark
+
+from spangpt.errors import UserError
 
 WIKI = ["Ann Lee. Ann Lee was born in Paris .",
         "Bob Lee. Bob Lee was born in Rome .",
@@ -41,5 +47,16 @@ def test_main_prints_a_line_per_file_and_refuses_a_short_one(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 right, 3 wrong" in out and "1 of 2 (people with namesakes)" in out
     assert "first 96 1/4, past 96 0/0, not in line 0/0" in out
-    with pytest.raises(SystemExit, match="1 predictions for 4 questions"):
+    with pytest.raises(UserError, match="1 predictions for 4 questions"):
         mod.main([str(tmp_path), str(tmp_path / "short.pred")])
+
+
+def test_script_fails_on_a_missing_file_with_one_line(tmp_path):
+    """Run as a user runs it: one line naming the file, status 2 (as the CLI), no traceback."""
+    (tmp_path / "wiki.txt").write_text("\n".join(WIKI), encoding="utf-8")
+    (tmp_path / "birth_dev.tsv").write_text("".join(f"{q}\t{a}\n" for q, a in QUESTIONS), encoding="utf-8")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "wrong_answers.py"
+    r = subprocess.run([sys.executable, str(script), str(tmp_path), str(tmp_path / "gone.pred")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"wrong_answers.py: error: {tmp_path / 'gone.pred'}: file not found"]

@@ -3,6 +3,9 @@
 The CLI prints these as a single line and exits non-zero; anything else is a bug and keeps its traceback.
 """
 
+import sys
+from pathlib import Path
+
 
 class UserError(Exception):
     pass
@@ -11,6 +14,19 @@ class UserError(Exception):
 def where(path, lineno=None) -> str:
     """'file:line' prefix for error messages (line numbers are 1-based, as editors show them)."""
     return f"{path}:{lineno}" if lineno is not None else str(path)
+
+
+def run_script(main) -> None:
+    """Run a script's main() as the CLI runs a command: a UserError is one line on stderr and exit status 2.
+
+    For the benchmark scripts, which take the same files as the CLI and should fail on them as plainly.
+    """
+    try:
+        rc = main()
+    except UserError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(rc or 0)
 
 
 class Stopped(Exception):
