@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spangpt.errors import run_script
 from spangpt import checkpoint
-from spangpt.stages import TRAIN_QA, qa_examples, sidecar
 from spangpt.data import load_wiki, pretrain_example
+from spangpt.errors import run_script
+from spangpt.stages import TRAIN_QA, qa_examples, sidecar
 from spangpt.train import DECAY_ON, TrainConfig, train
 
 

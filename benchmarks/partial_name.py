@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spangpt.errors import run_script
 from spangpt.data import load_questions
+from spangpt.errors import run_script
 
 PREFIX, SUFFIX = "Where was ", " born?"
 

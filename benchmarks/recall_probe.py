@@ -25,9 +25,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spangpt.errors import run_script
 from spangpt import checkpoint, state
 from spangpt.data import _focused, load_corpus, load_questions, load_wiki
+from spangpt.errors import run_script
 from spangpt.evaluate import accuracy, predict
 from spangpt.generate import greedy_batched
 from spangpt.model import GPT, ModelConfig

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from spangpt.errors import run_script
 from spangpt import checkpoint
 from spangpt.data import load_corpus, pad_batch, pretrain_example
+from spangpt.errors import run_script
 from spangpt.vocab import PAD_ID
 
 

@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from spangpt.errors import run_script
 from spangpt import model as model_module
 from spangpt.data import pack_batch
+from spangpt.errors import run_script
 from spangpt.model import GPT, ModelConfig
 from spangpt.train import autocast_context, train_step, use_bf16
 

@@ -13,8 +13,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from spangpt.errors import run_script
 from spangpt.data import load_questions, read_text
+from spangpt.errors import run_script
 
 
 def read_predictions(path: Path, n: int) -> list[str]:

@@ -17,8 +17,8 @@ import argparse
 import random
 from pathlib import Path
 
-from spangpt.errors import UserError, run_script
 from spangpt.data import _name_head, load_corpus, load_questions, read_text
+from spangpt.errors import UserError, run_script
 
 LIMIT = 96  # int(block_size * 3 / 4): the original never shows a line past this
 
