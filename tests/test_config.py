@@ -30,10 +30,13 @@ def test_overrides_win_and_none_means_unset():
 
 
 def test_bad_recipes_are_clear_errors(tmp_path):
-    assert {"paper", "demo", "fast-30min", "fast-30min-focus", "fast-90min",
-            "fast-90min-focus50-linear"} <= set(builtin_recipes())
+    assert builtin_recipes() == ["best", "demo", "fast", "paper"]
     with pytest.raises(UserError, match="unknown recipe 'nope'"):
         load_recipe("nope")
+    # a former built-in name says what replaced it and where the old file is
+    with pytest.raises(UserError, match=r"recipe 'fast-90min-focus50-linear' is no longer built in: 'best' "
+                                        r"replaced it .*benchmarks/recipes/fast-90min-focus50-linear\.toml"):
+        load_recipe("fast-90min-focus50-linear")
     bad = tmp_path / "bad.toml"
     bad.write_text("[pretrain]\nepochz = 3\n")
     with pytest.raises(UserError, match=r"bad\.toml: unknown key\(s\) in \[pretrain\]: epochz"):
@@ -111,7 +114,7 @@ def test_a_bad_command_line_value_is_not_blamed_on_the_recipe():
     with pytest.raises(UserError, match=r"^the command line \[pretrain\]: batch_size must be a whole number"):
         train_config(load_recipe("demo"), "pretrain", {"batch_size": 0}, documents=10, block_size=128)
     with pytest.raises(UserError, match=r"demo\.toml \[finetune\]: epochs must be"):
-        train_config({**load_recipe("demo"), "finetune": {"epochs": 0}}, "finetune", {}, documents=10, block_size=128)
+        train_config({**load_recipe("demo"), "finetune": {"epochs": -1}}, "finetune", {}, documents=10, block_size=128)
 
 
 def test_paper_draws_the_originals_examples_and_the_rest_spangpts():
@@ -148,6 +151,20 @@ def test_values_no_run_could_use_are_one_line_errors(override, message):
         train_config(load_recipe("paper"), "pretrain", override, documents=10, block_size=128)
 
 
+def test_only_fine_tuning_a_pretrained_model_may_take_0_epochs():
+    """[finetune] epochs = 0 means "evaluate the pretrained model as it is"; a run from random weights, or a
+    pretraining, of 0 epochs would write an untrained model, and stays an error."""
+    paper = load_recipe("paper")
+    resolve = lambda stage, scratch: train_config(paper, stage, {"epochs": 0}, documents=10, block_size=128,
+                                                  from_scratch=scratch)
+    assert resolve("finetune", False).epochs == 0
+    for stage, scratch in (("finetune", True), ("pretrain", False)):
+        with pytest.raises(UserError, match=r"epochs must be a whole number >= 1, got 0"):
+            resolve(stage, scratch)
+    with pytest.raises(UserError, match=r"epochs must be a whole number >= 0, got -1"):
+        train_config(paper, "finetune", {"epochs": -1}, documents=10, block_size=128)
+
+
 def test_per_variant_tables_override_their_stage_for_that_variant_only(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text("[pretrain]\nschedule = 'constant'\nweight_decay = 1.0\nlr = 3e-3\n[pretrain.vanilla]\nweight_decay = 0.5\n"
@@ -170,7 +187,8 @@ def test_per_variant_tables_override_their_stage_for_that_variant_only(tmp_path)
 
 def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_in_one_option():
     recipes = {p.stem: load_recipe(str(p)) for p in sorted(RECIPES.glob("*.toml"))}
-    assert {"fast", "fast-mix", "fast-focus", "demo-mix"} <= set(recipes)
+    assert {"fast-75ep", "fast-mix", "fast-focus", "demo-mix"} <= set(recipes)
+    recipes["fast"] = recipes.pop("fast-75ep")  # the base of fast-mix and fast-focus
     for name, r in recipes.items():
         train_config(r, "pretrain", {}, documents=2937, block_size=128)  # resolves without an error
         if not name.startswith("fast"):
@@ -187,7 +205,7 @@ def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_
 
 def test_demo_mix_is_the_demo_recipe_with_the_papers_weight_decay_and_more_epochs():
     """demo-mix is the ablation of the demo's strong weight decay: it differs in exactly those keys from
-    the demo it was measured against (demo-cosine, the demo until session 20)."""
+    the demo it was measured against (demo-cosine, the demo's former recipe)."""
     demo = load_recipe(str(RECIPES / "demo-cosine.toml"))
     mix = load_recipe(str(RECIPES / "demo-mix.toml"))
     assert mix["model"] == demo["model"]
@@ -205,7 +223,7 @@ def test_demo_mix_is_the_demo_recipe_with_the_papers_weight_decay_and_more_epoch
 
 def test_fast_30min_is_fast_mix_wd_200_at_batch_64_for_140_epochs():
     """The 30-minute recipe must stay the measured 200-epoch recipe with only the budget changed."""
-    long, short = load_recipe(str(RECIPES / "fast-mix-wd-200.toml")), load_recipe("fast-30min")
+    long, short = load_recipe(str(RECIPES / "fast-mix-wd-200.toml")), load_recipe(str(RECIPES / "fast-30min.toml"))
     assert short["model"] == long["model"] and short["finetune"] == long["finetune"]
     changed = {"epochs": (200, 140), "batch_size": (32, 64), "log_interval": (155, 78)}
     assert {k: (long["pretrain"][k], short["pretrain"][k]) for k in changed} == changed
@@ -219,10 +237,24 @@ def _recipe(name):
     return load_recipe(name if name in builtin_recipes() else str(RECIPES / f"{name}.toml"))
 
 
+@pytest.mark.parametrize("name, measured, epochs", [("fast", "fast-30min-focus50-linear", 140),
+                                                    ("best", "fast-90min-focus50-linear", 400)])
+def test_fast_and_best_are_the_measured_pretraining_without_fine_tuning_after_it(name, measured, epochs):
+    """`fast` and `best` pretrain exactly as the recipes their numbers were measured with, and evaluate the
+    pretrained model as it is: every fine-tuning measured after that pretraining lowered its answer. The
+    no-pretraining control keeps its fine-tuning from scratch."""
+    new, old = load_recipe(name), _recipe(measured)
+    assert new["model"] == old["model"] and new["pretrain"] == old["pretrain"]
+    assert new["pretrain"]["epochs"] == epochs
+    resolve = lambda r, scratch: train_config(r, "finetune", {}, documents=2937, block_size=128, from_scratch=scratch)
+    assert resolve(new, False).epochs == 0
+    assert resolve(new, True).to_dict() == resolve(old, True).to_dict()
+
+
 @pytest.mark.parametrize("base, name, changed", [
     ("fast-30min", "fast-90min", {"epochs": 400}),
     ("fast-30min", "fast-30min-focus", {"focus": 0.25}),
-    # the ablation rows at fast-30min's budget (docs/experiments.md, "Next steps")
+    # the ablation rows at fast-30min's budget (docs/recipes.md)
     ("fast-30min", "fast-30min-no-mix", {"mix_qa": False, "log_interval": 46}),
     ("fast-30min", "fast-30min-paper-decay", {"decay_on": "non-bias", "weight_decay": 0.1}),
     ("fast-30min", "fast-30min-window", {"window": True}),
@@ -265,8 +297,8 @@ def test_finetuning_from_scratch_takes_its_own_epochs_and_lr(tmp_path):
 
 
 def test_demo_is_demo_cosine_with_a_linear_decay_a_light_fine_tuning_and_longer_vanilla():
-    """The README's demo numbers before session 20 were measured with demo-cosine: keep the two apart by
-    exactly the measured change."""
+    """The demo's former numbers were measured with demo-cosine: keep the two apart by exactly the
+    measured change."""
     demo, old = load_recipe("demo"), load_recipe(str(RECIPES / "demo-cosine.toml"))
     assert demo["model"] == old["model"] and data_options(demo) == data_options(old)
     assert {k: v for k, v in demo["pretrain"].items() if k not in ("schedule", "vanilla")} == \

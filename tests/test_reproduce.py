@@ -49,21 +49,37 @@ def test_every_run_writes_dev_and_test_predictions_and_a_report(table, synth_dir
         return sum(p == a for p, a in zip(predictions.read_text().split("\n")[:-1], answers))
 
     for name in ("scratch", "vanilla", "rope"):
-        assert len((out / f"{name}.seed0.dev.predictions").read_text().splitlines()) == n_dev
-        assert len((out / f"{name}.seed0.test.predictions").read_text().splitlines()) == n_test
-        result = json.loads((out / f"{name}.seed0.result.json").read_text())
-        assert result["total"] == n_dev and result["correct"] == correct(out / f"{name}.seed0.dev.predictions")
+        assert len((out / name / "seed0" / "dev.predictions").read_text().splitlines()) == n_dev
+        assert len((out / name / "seed0" / "test.predictions").read_text().splitlines()) == n_test
+        result = json.loads((out / name / "seed0" / "result.json").read_text())
+        assert result["total"] == n_dev and result["correct"] == correct(out / name / "seed0" / "dev.predictions")
         # the pretrained model, before fine-tuning: its own dev and test predictions and score
-        before = out / f"{name}.seed0.pretrain.dev.predictions"
+        before = out / name / "seed0" / "pretrain.dev.predictions"
         if name == "scratch":
             assert "before_finetune" not in result and not before.exists()
             continue
         assert len(before.read_text().splitlines()) == n_dev
-        assert len((out / f"{name}.seed0.pretrain.test.predictions").read_text().splitlines()) == n_test
+        assert len((out / name / "seed0" / "pretrain.test.predictions").read_text().splitlines()) == n_test
         assert result["before_finetune"] == {"correct": correct(before), "total": n_dev,
                                              "accuracy": 100.0 * correct(before) / n_dev}
     report = (out / "report.md").read_text()
     assert "| RoPE |" in report and "always 'London'" in report
+    assert "no fine-tuning after pretraining" not in report
+
+
+def test_a_finished_table_is_tidy_one_folder_per_run(table):
+    """Every stage has finished: each run's folder keeps its models, configs, metrics, predictions and
+    result, and no lock file or optimizer state (they are only there while a stage trains)."""
+    out, _, _ = table
+    model = ("{}.safetensors", "{}.config.json", "{}.metrics.jsonl")
+    expect = {"scratch": {f.format("finetune") for f in model} | {"dev.predictions", "test.predictions", "result.json"}}
+    for name in ("vanilla", "rope"):
+        expect[name] = expect["scratch"] | {f.format("pretrain") for f in model} | \
+            {"pretrain.dev.predictions", "pretrain.test.predictions"}
+    for name, files in expect.items():
+        assert {p.name for p in (out / name / "seed0").iterdir()} == files, name
+    assert {p.name for p in out.iterdir() if p.is_file()} == {"tiny.toml", "results.json", "report.md", "losses.png",
+                                                               "accuracy.png"}
     assert (out / "losses.png").stat().st_size > 0 and (out / "accuracy.png").stat().st_size > 0
 
 
@@ -71,10 +87,10 @@ def test_finished_runs_are_reused_and_only_new_seeds_train(table, synth_dir, mon
     out, recipe, first = table
     trained = []
     real_pretrain, real_finetune = stages.pretrain, stages.finetune
-    monkeypatch.setattr(stages, "pretrain", lambda data, ckpt, *a, **k: trained.append(ckpt.name) or real_pretrain(data, ckpt, *a, **k))
-    monkeypatch.setattr(stages, "finetune", lambda data, ckpt, *a, **k: trained.append(ckpt.name) or real_finetune(data, ckpt, *a, **k))
+    monkeypatch.setattr(stages, "pretrain", lambda data, ckpt, *a, **k: trained.append(ckpt) or real_pretrain(data, ckpt, *a, **k))
+    monkeypatch.setattr(stages, "finetune", lambda data, ckpt, *a, **k: trained.append(ckpt) or real_finetune(data, ckpt, *a, **k))
     results = rp.reproduce(synth_dir, out, recipe=str(recipe), seeds=(0, 1), train_overrides=FAST)
-    assert trained and all(".seed1." in name for name in trained)
+    assert trained and all(ckpt.parent.name == "seed1" for ckpt in trained)
     assert len(trained) == 5  # seed 1: three fine-tunings, two pretrainings
     assert results["runs"][:3] == first["runs"]  # seed 0 read back as it was
     assert "seeds [0, 1]" in (out / "report.md").read_text()
@@ -141,11 +157,11 @@ def test_an_interrupted_table_continues_where_it_stopped(table, synth_dir, tmp_p
     with pytest.raises(Stopped) as stop:
         rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), train_overrides=FAST,
                      run_options={"max_minutes": 1e-9})
-    assert stop.value.step == 1 and not (tmp_path / "scratch.seed0.finetune.safetensors").exists()
+    assert stop.value.step == 1 and not (tmp_path / "scratch" / "seed0" / "finetune.safetensors").exists()
     capsys.readouterr()
     rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), train_overrides=FAST)
-    assert f"resuming from {tmp_path / 'scratch.seed0.finetune.state.pt'} at step 1" in capsys.readouterr().out
-    for name in ("scratch.seed0.finetune", "vanilla.seed0.pretrain", "rope.seed0.finetune"):
+    assert f"resuming from {tmp_path / 'scratch' / 'seed0' / 'finetune.state.pt'} at step 1" in capsys.readouterr().out
+    for name in ("scratch/seed0/finetune", "vanilla/seed0/pretrain", "rope/seed0/finetune"):
         a, b = load_file(str(tmp_path / f"{name}.safetensors")), load_file(str(done / f"{name}.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in b), name
 
@@ -176,7 +192,7 @@ def test_reproduce_cli_stops_at_max_minutes_with_exit_75_then_goes_on(table, syn
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("spangpt: --max-minutes 1e-06 used up at step 1; state saved to ")
     assert err.endswith("run the same command again to continue")
-    assert main(argv) == 0 and (tmp_path / "rope.seed0.result.json").is_file()
+    assert main(argv) == 0 and (tmp_path / "rope" / "seed0" / "result.json").is_file()
 
 
 def test_jobs_train_side_by_side_to_the_same_results(table, synth_dir, tmp_path):
@@ -187,11 +203,11 @@ def test_jobs_train_side_by_side_to_the_same_results(table, synth_dir, tmp_path)
     results = rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), train_overrides=FAST, jobs=2)
     assert [r["name"] for r in results["runs"]] == ["scratch", "vanilla", "rope"]
     for name in ("scratch", "vanilla", "rope"):
-        a = load_file(str(tmp_path / f"{name}.seed0.finetune.safetensors"))
-        b = load_file(str(done / f"{name}.seed0.finetune.safetensors"))
+        a = load_file(str(tmp_path / name / "seed0" / "finetune.safetensors"))
+        b = load_file(str(done / name / "seed0" / "finetune.safetensors"))
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in b), name
-        assert (tmp_path / f"{name}.seed0.dev.predictions").read_text() == \
-            (done / f"{name}.seed0.dev.predictions").read_text()
+        assert (tmp_path / name / "seed0" / "dev.predictions").read_text() == \
+            (done / name / "seed0" / "dev.predictions").read_text()
     assert [r["correct"] for r in results["runs"]] == [r["correct"] for r in first["runs"]]
 
 
@@ -300,6 +316,61 @@ def test_loss_plot_skips_a_metrics_line_a_kill_cut_short(tmp_path):
     pytest.importorskip("matplotlib")
     good = [{"step": 2, "epoch": 1, "loss": 3.0}, {"step": 4, "epoch": 2, "loss": 2.0}]
     text = "".join(json.dumps(r) + "\n" for r in good) + '{"step": 6, "epoch": 3, "lo'  # killed mid-write
-    (tmp_path / "old.seed0.pretrain.metrics.jsonl").write_text(text, encoding="utf-8")
-    assert rp.read_metrics(tmp_path / "old.seed0.pretrain.metrics.jsonl") == good
+    (tmp_path / "old.pretrain.metrics.jsonl").write_text(text, encoding="utf-8")
+    assert rp.read_metrics(tmp_path / "old.pretrain.metrics.jsonl") == good
     assert rp.plot_losses(tmp_path) and (tmp_path / "losses.png").stat().st_size > 0
+
+
+def test_a_recipe_without_fine_tuning_after_pretraining_reports_the_pretrained_models(synth_dir, tmp_path):
+    """[finetune] epochs = 0 (the `fast` and `best` recipes): the pretrained model is the one evaluated, so
+    the table's answer is exactly what pretraining reached; the no-pretraining control still fine-tunes."""
+    recipe = tmp_path / "nofinetune.toml"
+    recipe.write_text(TINY_RECIPE.replace("[finetune]\nepochs = 1", "[finetune]\nepochs = 0\nepochs_from_scratch = 1"))
+    results = rp.reproduce(synth_dir, tmp_path / "out", recipe=str(recipe), seeds=(0,), train_overrides=FAST)
+    scratch, *pretrained = results["runs"]
+    assert "finetune" in scratch and (tmp_path / "out" / "scratch" / "seed0" / "finetune.safetensors").is_file()
+    for run in pretrained:
+        where = tmp_path / "out" / run["name"] / "seed0"
+        assert "finetune" not in run and not list(where.glob("finetune.*"))
+        assert (where / "dev.predictions").read_text() == (where / "pretrain.dev.predictions").read_text()
+        assert run["accuracy"] == run["before_finetune"]["accuracy"]
+    assert "no fine-tuning after pretraining" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_keep_state_keeps_each_finished_stages_state_to_continue_it(synth_dir, tmp_path):
+    from spangpt import state
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    rp.reproduce(synth_dir, tmp_path, recipe=str(recipe), seeds=(0,), variants=("rope",), train_overrides=FAST,
+                 run_options={"keep_state": True})
+    for stage in ("pretrain", "finetune"):
+        saved = state.load(tmp_path / "rope" / "seed0" / f"{stage}.state.pt")
+        assert saved["finished"] and saved["step"] == 2
+    assert not list(tmp_path.rglob("*.lock"))
+
+
+def test_tensorboard_gets_every_stage_as_its_own_run_with_the_dev_exact_match(synth_dir, tmp_path):
+    """reproduce --tensorboard DIR: DIR/vanilla/seed0/pretrain beside DIR/rope/seed0/pretrain, so that
+    `tensorboard --logdir DIR` overlays them; the values are the metrics file's."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    tb = tmp_path / "tb"
+    results = rp.reproduce(synth_dir, tmp_path / "out", recipe=str(recipe), seeds=(0,), train_overrides=FAST,
+                           run_options={"tensorboard": tb})
+    for run in results["runs"]:
+        stages_run = ("finetune",) if run["name"] == "scratch" else ("pretrain", "finetune")
+        for stage in stages_run:
+            events = EventAccumulator(str(tb / run["name"] / "seed0" / stage))
+            events.Reload()
+            tags = set(events.Tags()["scalars"])
+            assert {"train/loss", "train/lr", "train/real_tokens_per_s", "rms/linear", "dev/exact_match"} <= tags
+            metrics = rp.read_metrics(tmp_path / "out" / run["name"] / "seed0" / f"{stage}.metrics.jsonl")
+            logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
+            assert logged == [(m["step"], pytest.approx(m["loss"], rel=1e-6)) for m in metrics]
+            exact = events.Scalars("dev/exact_match")
+            want = run["before_finetune"]["accuracy"] if stage == "pretrain" else run["accuracy"]
+            assert [(e.step, e.value) for e in exact] == [(run[stage]["steps"], pytest.approx(want, abs=1e-4))]

@@ -401,6 +401,45 @@ def test_an_out_with_and_without_safetensors_takes_the_same_lock(tmp_path, synth
     assert "another spangpt process" in _one_line(capsys.readouterr().err)
 
 
+def test_a_finished_run_leaves_its_model_and_no_state_or_lock_unless_asked_to_keep_the_state(tmp_path, synth_dir):
+    out = tmp_path / "p.safetensors"
+    assert _pretrain(synth_dir, out, "--save-every", "2") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.config.json", "p.metrics.jsonl", "p.safetensors"]
+    kept = tmp_path / "kept" / "p.safetensors"
+    assert _pretrain(synth_dir, kept, "--save-every", "2", "--keep-state") == 0
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["p.config.json", "p.metrics.jsonl", "p.safetensors",
+                                                               "p.state.pt", "p.state.prev.pt"]
+    st = state.load(kept.parent / "p.state.pt")
+    assert st["finished"] and st["step"] == 6
+    assert load_file(str(out)).keys() == load_file(str(kept)).keys()
+    assert all(torch.equal(load_file(str(out))[k], load_file(str(kept))[k]) for k in load_file(str(out)))
+
+
+def test_the_lock_file_goes_with_the_run_and_a_lock_on_a_removed_file_is_taken_again(tmp_path, monkeypatch):
+    """The holder removes the lock file while still holding it. A newcomer that opened the file just before
+    that, and then got its flock, holds a file no one else can see: it must notice and lock the name again,
+    or two processes would train one --out."""
+    out = tmp_path / "p.safetensors"
+    lock_file = tmp_path / "p.safetensors.lock"
+    with state.lock(out):
+        assert lock_file.is_file()
+    assert not lock_file.exists()
+
+    real_flock, calls = state.fcntl.flock, []
+
+    def holder_finishes_first(f, how):  # between the newcomer's open and its flock, the holder removes the file
+        calls.append(os.fstat(f.fileno()).st_ino)
+        if len(calls) == 1:
+            lock_file.unlink()
+        return real_flock(f, how)
+
+    monkeypatch.setattr(state.fcntl, "flock", holder_finishes_first)
+    with state.lock(out):
+        assert len(calls) == 2 and os.stat(lock_file).st_ino == calls[1]  # locked the file under the name
+        assert lock_file.read_text() == f"{os.getpid()}\n"
+    assert not lock_file.exists()
+
+
 def _damage(path, how, rng):
     blob = path.read_bytes()
     if how == "truncate":
@@ -482,7 +521,7 @@ def _training_workers(tmp_path, synth_dir):
     proc = spawn(["reproduce", "--data", str(synth_dir), "--out", str(out), "--recipe", str(recipe), "--seeds", "0",
                   "--jobs", "2", "--device", "cpu", "--precision", "fp32"],
                  start_new_session=True)  # a process group of its own: what a terminal's Ctrl-C reaches
-    runs = [out / f"{v}.seed0.pretrain" for v in ("vanilla", "rope")]
+    runs = [out / v / "seed0" / "pretrain" for v in ("vanilla", "rope")]
     wait_for(lambda: all(logged_steps(Path(f"{r}.metrics.jsonl")) >= 2 for r in runs), proc, "both workers' steps")
     children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
     pids = [int(p) for p in children if b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]
@@ -513,7 +552,7 @@ def test_a_signal_to_reproduce_stops_its_workers_with_their_states_saved(tmp_pat
     for run in runs:
         assert state.load(Path(f"{run}.state.pt"))["step"] >= 2
     assert not any(_alive(p) for p in pids)
-    assert not (runs[0].parent / "scratch.seed0.finetune.metrics.jsonl").exists()  # the run not started stays so
+    assert not (runs[0].parents[1] / "scratch").exists()  # the run not started stays so
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -529,7 +568,7 @@ def test_workers_of_a_killed_reproduce_save_and_stop_instead_of_training_on(tmp_
     _, _, err = finish(proc)  # the workers held its pipes open until now
     for run in runs:
         assert state.load(Path(f"{run}.state.pt"))["step"] >= 2
-        name = run.name.removesuffix(".pretrain")  # vanilla.seed0
+        name = f"{run.parents[1].name} seed 0"
         assert re.search(rf"spangpt: {name}: interrupted by SIGTERM at step \d+; state saved to .*"
                          r"\(the parent process had died\)", err), err
 

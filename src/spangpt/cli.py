@@ -39,6 +39,12 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                         "SIGINT/SIGTERM and when --max-minutes is up)")
     r.add_argument("--max-minutes", type=float, metavar="M",
                    help="stop after M minutes of training, state saved, exit status 75 (default 0: no limit)")
+    r.add_argument("--keep-state", action="store_true",
+                   help="keep the finished run's state (weights and optimizer, OUT's .state.pt) to continue it later; "
+                        "by default it is removed once the checkpoint is written")
+    p.add_argument("--tensorboard", type=Path, metavar="DIR",
+                   help="also log loss, lr, tokens/s and parameter RMS to TensorBoard in DIR (needs the "
+                        "[tensorboard] extra)")
     g = p.add_argument_group("overrides (default: the recipe's value)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (the learning-rate schedule stays the full run's)")
@@ -72,7 +78,8 @@ def cmd_pretrain(args) -> None:
     from spangpt import stages
 
     info = stages.pretrain(args.data, args.out, args.variant, args.recipe,
-                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), resume=args.resume)
+                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), resume=args.resume,
+                           keep_state=args.keep_state, tensorboard=args.tensorboard)
     r = info["result"]
     if _is_main() and not _finished_before(args, info):
         print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s, "
@@ -83,10 +90,14 @@ def cmd_finetune(args) -> None:
     from spangpt import stages
 
     info = stages.finetune(args.data, args.out, args.variant, args.init, args.recipe,
-                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), resume=args.resume)
+                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), resume=args.resume,
+                           keep_state=args.keep_state, tensorboard=args.tensorboard)
     r = info["result"]
     if _is_main() and not _finished_before(args, info):
-        print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s")
+        if r["steps"] == 0:  # [finetune] epochs = 0
+            print(f"saved {args.out}: the recipe fine-tunes for 0 epochs, so this is the --init model unchanged")
+        else:
+            print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s")
 
 
 def _is_main() -> bool:  # under torchrun, only rank 0 reports
@@ -141,7 +152,8 @@ def cmd_reproduce(args) -> None:
     try:
         reproduce(args.data, args.out, recipe=args.recipe, seeds=args.seeds, variants=args.variants,
                   train_overrides=_overrides(args, ("device", "precision", "max_steps")),
-                  run_options=_overrides(args, ("save_every", "max_minutes")), jobs=args.jobs)
+                  run_options=_overrides(args, ("save_every", "max_minutes", "keep_state", "tensorboard")),
+                  jobs=args.jobs)
     except Stopped as e:
         from spangpt.train import EXIT_BUDGET
 
@@ -221,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "each running stage's state saved, exit status 75; the same command again goes on")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="train N runs at once, sharing the CPU threads "
                    "(2 on a 2-core CPU: small models gain little from a second thread)")
+    p.add_argument("--keep-state", action="store_true", help="keep each finished stage's training state "
+                   "(weights and optimizer) to continue it later; by default it is removed")
+    p.add_argument("--tensorboard", type=Path, metavar="DIR", help="log every stage to TensorBoard under "
+                   "DIR/RUN/seedN/STAGE, with the dev exact match at the end (needs the [tensorboard] extra)")
     p.set_defaults(fn=cmd_reproduce)
 
     p = sub.add_parser("bench", add_help=False, help="training and evaluation speed, reference vs fast path "

@@ -35,6 +35,10 @@ CHOICES = {"schedule": ("paper", "cosine", "linear", "constant"), "decay_on": DE
            "precision": ("auto", "fp32", "bf16"), "attention": ("auto", "math", "sdpa")}
 
 
+# Former built-in names: each now a file under benchmarks/recipes/ (its measurements kept reproducible there)
+RENAMED = {"fast-30min": "fast", "fast-30min-focus": "fast", "fast-90min": "best", "fast-90min-focus50-linear": "best"}
+
+
 def builtin_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
 
@@ -43,6 +47,9 @@ def load_recipe(name_or_path: str) -> dict:
     path = Path(name_or_path)
     if not path.suffix:
         path = RECIPE_DIR / f"{name_or_path}.toml"
+        if not path.is_file() and name_or_path in RENAMED:
+            raise UserError(f"recipe '{name_or_path}' is no longer built in: '{RENAMED[name_or_path]}' replaced it "
+                            f"(the old one is benchmarks/recipes/{name_or_path}.toml in the source tree: pass its path)")
         if not path.is_file():
             raise UserError(f"unknown recipe '{name_or_path}' (built in: {', '.join(builtin_recipes())}; or give a .toml path)")
     if not path.is_file():
@@ -161,7 +168,9 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
         kw["betas"] = tuple(kw["betas"])
     kw.update({k: v for k, v in overrides.items() if v is not None})
     cfg = TrainConfig(**kw)
-    check_train_config(cfg, stage, _source(recipe), {k for k, v in overrides.items() if v is not None}, origin)
+    # fine-tuning a pretrained model may take 0 epochs: the recipe then evaluates the pretrained model as it is
+    check_train_config(cfg, stage, _source(recipe), {k for k, v in overrides.items() if v is not None}, origin,
+                       min_epochs=0 if stage == "finetune" and not from_scratch else 1)
     if cfg.schedule == "paper" and not cfg.final_tokens:
         raise UserError(f"{_source(recipe)} [{stage}]: schedule 'paper' needs decay_epochs (or final_tokens)")
     return cfg
@@ -171,7 +180,8 @@ def _source(recipe: dict) -> str:
     return recipe.get("path", f"recipe '{recipe['name']}'")
 
 
-def check_train_config(cfg: TrainConfig, stage: str, source: str, from_command_line=(), origin=None) -> None:
+def check_train_config(cfg: TrainConfig, stage: str, source: str, from_command_line=(), origin=None,
+                       min_epochs: int = 1) -> None:
     """Every value a run could not use, as one line naming where it came from: a TOML value of the wrong
     type would otherwise be taken at face value (`pack = "no"` packs, `lr = true` is 1.0) or fail deep
     in training with a traceback. origin: {field: (table, key)} when a value came from a sub-table
@@ -188,7 +198,9 @@ def check_train_config(cfg: TrainConfig, stage: str, source: str, from_command_l
     def number(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    for key in ("epochs", "batch_size", "log_interval"):
+    if not (whole(cfg.epochs) and cfg.epochs >= min_epochs):
+        raise bad("epochs", f"a whole number >= {min_epochs}")
+    for key in ("batch_size", "log_interval"):
         if not (whole(getattr(cfg, key)) and getattr(cfg, key) >= 1):
             raise bad(key, "a whole number >= 1")
     if not (whole(cfg.max_steps) and cfg.max_steps >= 0):

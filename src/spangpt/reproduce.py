@@ -1,7 +1,8 @@
 """The experiment table: no pretraining vs vanilla vs RoPE (and 'always London'), over one or more seeds.
 
-Writes into OUT: checkpoints, dev/test predictions (of each fine-tuned model, and of each pretrained one
-before fine-tuning), results.json, report.md and (with matplotlib) two plots, losses.png and accuracy.png.
+Writes into OUT one folder per run and seed (OUT/vanilla/seed0/: checkpoints with their configs and
+metrics, dev/test predictions of the final model and of the pretrained one before fine-tuning, result.json),
+then results.json, report.md and (with matplotlib) two plots, losses.png and accuracy.png.
 The report reads finished results only; it never touches tensors.
 """
 from __future__ import annotations
@@ -21,12 +22,13 @@ from pathlib import Path
 import torch
 
 from spangpt import checkpoint, stages
-from spangpt.config import load_recipe, model_config
+from spangpt.config import load_recipe, model_config, stage_table
 from spangpt.errors import Stopped, UserError
 from spangpt.fileio import atomic_write
 from spangpt.data import load_wiki, numbered_questions
 from spangpt.evaluate import answer_loss, london_baseline, prompts_for
-from spangpt.train import read_metrics
+from spangpt.train import TrainConfig, read_metrics
+from spangpt.trainlog import check_tensorboard, log_scalar
 
 DEV, TEST = "birth_dev.tsv", "birth_test_inputs.tsv"
 # The original CS224N run's numbers (../shared/docs/prior-results.md): dev exact match in %, and its logged
@@ -39,15 +41,23 @@ ROWS = (("london", "always 'London'"), ("scratch", "no pretraining"), ("vanilla"
         ("rope", "RoPE"))
 
 
+def run_dir(out: Path, name: str, seed: int) -> Path:
+    """runs/best, vanilla, 0 -> runs/best/vanilla/seed0: one folder per run and seed."""
+    return Path(out) / name / f"seed{seed}"
+
+
 def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, recipe: str, seed: int,
             overrides: dict, run_options: dict | None = None) -> dict:
-    """Pretrain (unless `scratch`), fine-tune, evaluate on dev, predict test. A run that finished before
-    (its <name>.seed<N>.result.json exists, written last) is read back instead, so seeds can be added to
-    a table across sessions; one made with another recipe or other overrides is an error, not reused.
-    An interrupted run resumes its stages from their saved states (--resume auto). run_options (e.g.
-    save_every, deadline) change how stages run, not what they compute, so they are not part of the key."""
+    """Pretrain (unless `scratch`), fine-tune, evaluate on dev, predict test, all in run_dir(out, name, seed).
+    A run that finished before (its result.json exists, written last) is read back instead, so seeds can be
+    added to a table later; one made with another recipe or other overrides is an error, not reused.
+    An interrupted run resumes its stages from their saved states (--resume auto). run_options (save_every,
+    deadline, keep_state, tensorboard) change how stages run, not what they compute, so they are not part
+    of the key. A recipe that fine-tunes for 0 epochs after pretraining skips that stage: the pretrained
+    model is the one evaluated."""
     o = {**overrides, "seed": seed}
-    done = out / f"{name}.seed{seed}.result.json"
+    where = run_dir(out, name, seed)
+    done = where / "result.json"
     # the recipe's content, not only its name: a changed recipe file must not reuse runs made with the old one
     key = {"recipe": recipe, "recipe_tables": _recipe_tables(recipe), "variant": variant, "pretrain": pretrain,
            "overrides": o}
@@ -55,41 +65,66 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
         info = json.loads(done.read_text())
         if info.get("key") != key:
             raise UserError(f"{done}: a finished run with other settings ({info.get('key')}); use another --out")
-        print(f"{name} seed {seed}: finished before, dev {info['accuracy']:.1f}% (reusing {done.name})", flush=True)
+        print(f"{name} seed {seed}: finished before, dev {info['accuracy']:.1f}% (reusing {done})", flush=True)
         return info
-    ft = out / f"{name}.seed{seed}.finetune.safetensors"
+    device = o.get("device", "auto")
+    opts = dict(run_options or {})
+    tb = opts.pop("tensorboard", None)
+    stage_kw = {"quiet": True, "resume": "auto", "keep_state": opts.pop("keep_state", False)}
     info = {"name": name, "seed": seed, "key": key}
-    init = None
+    final = init = None
     t0 = time.perf_counter()
     if pretrain:
-        init = out / f"{name}.seed{seed}.pretrain.safetensors"
-        info["pretrain"] = stages.pretrain(data, init, variant, recipe, quiet=True, resume="auto",
-                                           train_overrides={**o, **_stage_options(run_options)})["result"]
+        final = init = where / "pretrain.safetensors"
+        info["pretrain"] = stages.pretrain(data, init, variant, recipe, train_overrides={**o, **_stage_options(opts)},
+                                           tensorboard=_tb(tb, where, out, "pretrain"), **stage_kw)["result"]
         # The pretrained model asked the dev questions as it is: with the QA pairs mixed into pretraining it
-        # already answers in their format, and fine-tuning can take answers away (docs/experiments.md),
+        # already answers in their format, and fine-tuning can take answers away (docs/recipes.md),
         # so the table shows both. Test predictions too, in case dev picks this model.
-        _, (correct, total) = stages.evaluate(init, data / DEV, out / f"{name}.seed{seed}.pretrain.dev.predictions",
-                                              o.get("device", "auto"))
+        _, (correct, total) = stages.evaluate(init, data / DEV, where / "pretrain.dev.predictions", device)
         info["before_finetune"] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total}
-        _predict_test(init, data, out / f"{name}.seed{seed}.pretrain.test.predictions", o.get("device", "auto"))
-    info["finetune"] = stages.finetune(data, ft, variant, init, recipe, quiet=True, resume="auto",
-                                       train_overrides={**o, **_stage_options(run_options)})["result"]
+        _predict_test(init, data, where / "pretrain.test.predictions", device)
+        _log_accuracy(tb, where, out, "pretrain", info["before_finetune"]["accuracy"], info["pretrain"]["steps"])
+    if not pretrain or finetune_epochs(recipe, variant, o) > 0:
+        final = where / "finetune.safetensors"
+        info["finetune"] = stages.finetune(data, final, variant, init, recipe,
+                                           train_overrides={**o, **_stage_options(opts)},
+                                           tensorboard=_tb(tb, where, out, "finetune"), **stage_kw)["result"]
     t = time.perf_counter()
-    _, (correct, total) = stages.evaluate(ft, data / DEV, out / f"{name}.seed{seed}.dev.predictions", o.get("device", "auto"))
+    _, (correct, total) = stages.evaluate(final, data / DEV, where / "dev.predictions", device)
     info["eval_seconds"] = round(time.perf_counter() - t, 2)
-    model, vocab, _ = checkpoint.load(ft)
+    model, vocab, _ = checkpoint.load(final)
     numbered = numbered_questions(data / DEV)
     info["answer_loss"] = answer_loss(model, vocab, [(q, a) for _, q, a in numbered], str(data / DEV),
                                       [n for n, _, _ in numbered])
-    _predict_test(ft, data, out / f"{name}.seed{seed}.test.predictions", o.get("device", "auto"))
+    _predict_test(final, data, where / "test.predictions", device)
     info.update(correct=correct, total=total, accuracy=100.0 * correct / total,
                 minutes=round((time.perf_counter() - t0) / 60, 2))
+    if "finetune" in info:
+        _log_accuracy(tb, where, out, "finetune", info["accuracy"], info["finetune"]["steps"])
     atomic_write(done, lambda t: Path(t).write_text(json.dumps(info, indent=2)))
     before = info.get("before_finetune")
-    print(f"{name} seed {seed}: dev {correct}/{total} = {info['accuracy']:.1f}%"
-          + (f" ({before['accuracy']:.1f}% before fine-tuning)" if before else "")
+    after = "" if "finetune" in info else " (no fine-tuning after pretraining)"
+    print(f"{name} seed {seed}: dev {correct}/{total} = {info['accuracy']:.1f}%{after}"
+          + (f" ({before['accuracy']:.1f}% before fine-tuning)" if before and after == "" else "")
           + f", answer loss {info['answer_loss']:.3f}", flush=True)
     return info
+
+
+def finetune_epochs(recipe: str, variant: str, overrides: dict) -> int:
+    """The fine-tuning epochs after pretraining: 0 means the pretrained model is the answer."""
+    epochs = overrides.get("epochs", stage_table(load_recipe(recipe), "finetune", variant).get("epochs"))
+    return TrainConfig.epochs if epochs is None else epochs
+
+
+def _tb(tensorboard, where: Path, out: Path, stage: str):
+    """A stage's TensorBoard folder: TB/vanilla/seed0/pretrain, beside rope/seed0/pretrain for comparison."""
+    return None if tensorboard is None else Path(tensorboard) / where.relative_to(out) / stage
+
+
+def _log_accuracy(tensorboard, where: Path, out: Path, stage: str, accuracy: float, step: int) -> None:
+    if tensorboard is not None:  # at the stage's last step, where its curves end
+        log_scalar(_tb(tensorboard, where, out, stage), "dev/exact_match", accuracy, step)
 
 
 def _check_pairs(data: Path, recipe: str) -> list[str]:
@@ -141,6 +176,8 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
         run_options["deadline"] = time.time() + 60 * minutes
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
+    if run_options.get("tensorboard") is not None:
+        check_tensorboard()
     if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("--jobs > 1 does not combine with torchrun (every rank would start its own workers); "
                         "use --jobs 1")
@@ -158,6 +195,10 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     results["minutes"] = round((time.perf_counter() - t0) / 60, 1)  # this invocation (reused runs cost ~0)
     results["run_minutes"] = round(sum(r.get("minutes", 0.0) for r in results["runs"]), 1)
     table = format_table(results)
+    if any(finetune_epochs(recipe, v, train_overrides or {}) == 0 for v in variants):
+        table += ("\n\nThis recipe does no fine-tuning after pretraining (`[finetune] epochs = 0`): the training "
+                  "pairs are mixed into pretraining, so the pretrained models are the ones evaluated (the "
+                  "no-pretraining control is still fine-tuned from scratch).")
     plots = plot_losses(out, recipe) and plot_accuracy(out, results)
     report = (f"# spangpt results\n\n{header}recipe `{recipe}`, data `{data}`, seeds {list(seeds)}; "
               f"{results['run_minutes']} min of training and evaluation in all ({results['minutes']} min this time)\n\n"
@@ -203,7 +244,7 @@ def _run_queued(*args) -> dict:
     the pool may already have handed the worker its next run, which the parent can no longer cancel."""
     global _stopped
     if _stopped:
-        raise CancelledError(f"{args[2]}.seed{args[6]}: not started, the table was stopped")
+        raise CancelledError(f"{args[2]} seed {args[6]}: not started, the table was stopped")
     try:
         return run_one(*args)
     except (Stopped, KeyboardInterrupt) as e:
@@ -211,7 +252,7 @@ def _run_queued(*args) -> dict:
         if not multiprocessing.parent_process().is_alive():  # orphaned (the parent was killed): nobody waits for a result, and the
             # pool's queues never close while the other workers hold them, so leave now; the state is saved
             with contextlib.suppress(OSError):
-                print(f"spangpt: {args[2]}.seed{args[6]}: {str(e) or 'interrupted'} (the parent process had died)",
+                print(f"spangpt: {args[2]} seed {args[6]}: {str(e) or 'interrupted'} (the parent process had died)",
                       file=sys.stderr, flush=True)
             os._exit(1)
         raise
@@ -350,9 +391,9 @@ def plot_losses(out: Path, recipe: str = "") -> bool:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, stage in zip(axes, ("pretrain", "finetune")):
-        for f in sorted(out.glob(f"*.{stage}.metrics.jsonl")):
+        for f in sorted(out.glob(f"*/seed*/{stage}.metrics.jsonl")):
             per_epoch = epoch_losses(read_metrics(f))
-            ax.plot(list(per_epoch), list(per_epoch.values()), label=f.name.split(f".{stage}")[0])
+            ax.plot(list(per_epoch), list(per_epoch.values()), label=f"{f.parent.parent.name} {f.parent.name}")
         if stage == "pretrain" and recipe == "paper":
             for i, marker in enumerate(("o", "s")):
                 pts = [(e, v[i]) for e, v in PAPER_PRETRAIN_LOSS.items() if v[i] is not None]

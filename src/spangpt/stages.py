@@ -1,6 +1,7 @@
 """The experiment's stages as plain functions: pretrain, finetune, evaluate. The CLI and `reproduce`
-call these; each writes its checkpoint plus, beside it, the resolved config, a metrics file and the
-resumable training state (spangpt.state).
+call these; each writes its checkpoint plus, beside it, the resolved config and a metrics file. While a
+stage trains, its resumable state (spangpt.state) and lock lie beside them too; once it has finished, both
+are removed (keep_state=True keeps the state, to continue training the model later).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from spangpt.fileio import atomic_write
 from spangpt.evaluate import accuracy, predict, write_predictions
 from spangpt.model import GPT
 from spangpt.train import pick_device, train, wants_fast_dropout
+from spangpt.trainlog import check_tensorboard
 
 WIKI, TRAIN_QA = "wiki.txt", "birth_places_train.tsv"
 STATE = ".state.pt"  # beside the checkpoint: <name>.state.pt and <name>.state.prev.pt
@@ -50,7 +52,7 @@ def _start(run: dict, out: Path, quiet: bool) -> None:
 
 def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_overrides=None,
              train_overrides=None, quiet: bool = False, mix_qa: bool | None = None,
-             resume: str | None = None) -> dict:
+             resume: str | None = None, keep_state: bool = False, tensorboard=None) -> dict:
     """Span-corruption pretraining on DATA/wiki.txt.
 
     mix_qa (default: the recipe's [pretrain] mix_qa, false in `paper`): also train, every epoch, on the
@@ -62,6 +64,8 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
 
     resume: None (start over; refused while an unfinished run's state is saved for `out`), "auto"
     (continue from the saved state if there is one; a finished run is returned as it is), or a state file.
+    keep_state: keep the finished run's state (weights, optimizer) beside the checkpoint instead of removing it.
+    tensorboard: a folder for TensorBoard event files (loss, lr, tokens/s, parameter RMS per log step).
     """
     data, out = Path(data), Path(out)
     check_out(out, {"corpus": data / WIKI, "training pairs": data / TRAIN_QA})
@@ -87,11 +91,15 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
         return [pretrain_example(d, vocab, block, rng, window, salient, focus, corruption) for d in docs] + qa
 
-    return _fit(out, model, vocab, draw, tcfg, run, f"pretrain {variant}", resume, quiet)
+    return _fit(out, model, vocab, draw, tcfg, run, f"pretrain {variant}", resume, quiet, keep_state, tensorboard)
 
 
 def finetune(data: Path, out: Path, variant: str, init: Path | None = None, recipe: str = "paper",
-             model_overrides=None, train_overrides=None, quiet: bool = False, resume: str | None = None) -> dict:
+             model_overrides=None, train_overrides=None, quiet: bool = False, resume: str | None = None,
+             keep_state: bool = False, tensorboard=None) -> dict:
+    """Fine-tuning on DATA/birth_places_train.tsv, from the pretrained checkpoint `init` or from scratch.
+    A recipe may fine-tune for 0 epochs after pretraining ([finetune] epochs = 0): the checkpoint written is
+    then the pretrained model, unchanged. resume, keep_state, tensorboard: as for pretrain."""
     data, out = Path(data), Path(out)
     qa_path = data / TRAIN_QA
     check_out(out, {"--init checkpoint": init, "corpus": data / WIKI, "training pairs": qa_path})
@@ -127,7 +135,8 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
     model = _init_positions(GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg)), run["zero_positions"])
     if pretrained is not None:
         model.load_state_dict(pretrained.state_dict())
-    return _fit(out, model, vocab, lambda rng: examples, tcfg, run, f"finetune {variant}", resume, quiet)
+    return _fit(out, model, vocab, lambda rng: examples, tcfg, run, f"finetune {variant}", resume, quiet, keep_state,
+                tensorboard)
 
 
 def _init_positions(model: GPT, zero: bool) -> GPT:
@@ -143,12 +152,17 @@ def qa_examples(path: Path, vocab, block_size: int, numbered=None) -> list:
     return finetune_examples(pairs, vocab, block_size, str(path), lines)
 
 
-def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str | None, quiet: bool) -> dict:
+def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str | None, quiet: bool,
+         keep_state: bool = False, tensorboard=None) -> dict:
     """Train under the lock on `out` (from the saved state if resuming), then write the checkpoint and
-    mark the state finished. Inputs are all read and checked before this, so a bad file changes nothing.
+    remove the state (keep_state: mark it finished instead). Inputs are all read and checked before this,
+    so a bad file changes nothing. The checkpoint's info keeps the run's fingerprint (spangpt.state), so a
+    later --resume auto knows the run is finished, and with the same settings, without the state.
 
     Under torchrun every rank comes here; rank 0 alone holds the lock, reads the saved state (and sends
     it to the others: no shared filesystem needed) and writes the files."""
+    if tensorboard is not None:
+        check_tensorboard()  # before anything is written
     state_path = sidecar(out, STATE)
     run["world_size"] = distributed.setup(pick_device(tcfg.device))
     main = distributed.is_main()
@@ -169,11 +183,14 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
                 print(f"resuming from {saved['path']} at step {saved['step']}", flush=True)
             _start(run, out, quiet)
         res = train(model, draw, tcfg, sidecar(out, ".metrics.jsonl"), desc, state_path=state_path, resume=saved,
-                    init=run.get("init_weights"))
-        info = {**run, "result": _summary(res)}
+                    init=run.get("init_weights"), tensorboard=tensorboard)
+        info = {**run, "result": _summary(res), "fingerprint": res.fingerprint}
         if main:
             checkpoint.save(out, model, vocab, info)
-            state.mark_finished(state_path)
+            if keep_state:
+                state.mark_finished(state_path)
+            else:  # the optimizer state doubles a run's size and is of no use once the model is written
+                state.remove(state_path)
         distributed.barrier()  # the job ends when the checkpoint is written
     return info
 
@@ -183,11 +200,17 @@ def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | 
     """The state to continue from (None: start over), or the info of a run that already finished."""
     state.clean_temp_files(state_path)
     saved = _saved_state(state_path, resume)
-    if saved is not None and saved["finished"] and out.is_file():
-        now = state.fingerprint(model.cfg.to_dict(), tcfg.to_dict(), draw(random.Random(tcfg.seed)), init)
-        state.check_same_run(saved["run"], now, saved["path"])
-        return {**checkpoint.read_info(out), "finished_before": True}
-    return saved
+    if not out.is_file():
+        return saved
+    if saved is not None and saved["finished"]:  # kept with keep_state
+        then, where = saved["run"], saved["path"]
+    elif saved is None and resume == "auto" and "fingerprint" in (info := checkpoint.read_info(out)):
+        then, where = info["fingerprint"], out  # a finished run whose state was removed
+    else:
+        return saved
+    now = state.fingerprint(model.cfg.to_dict(), tcfg.to_dict(), draw(random.Random(tcfg.seed)), init)
+    state.check_same_run(then, now, where)
+    return {**checkpoint.read_info(out), "finished_before": True}
 
 
 def _saved_state(state_path: Path, resume: str | None) -> dict | None:

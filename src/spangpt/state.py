@@ -1,9 +1,10 @@
 """Resumable training: the state file beside a checkpoint, the lock on a run's --out, and stop requests.
 
-runs/x/vanilla.pretrain.safetensors is the finished model; while it trains, beside it:
-  vanilla.pretrain.state.pt       weights, optimizer, step, data position and RNG states (the newest)
-  vanilla.pretrain.state.prev.pt  the one before, kept in case the newest is damaged
-  vanilla.pretrain.safetensors.lock  held (flock) while a process trains this --out
+runs/x/pretrain.safetensors is the finished model; while it trains, beside it:
+  pretrain.state.pt       weights, optimizer, step, data position and RNG states (the newest)
+  pretrain.state.prev.pt  the one before, kept in case the newest is damaged
+  pretrain.safetensors.lock  held (flock) while a process trains this --out
+Once the model is written, the lock and (unless asked to keep them) the states are removed.
 
 A state file is a header line, the SHA-256 of the payload, and the payload: torch.save of plain dicts,
 lists, numbers, strings and tensors. It is written to a temp file, fsync'ed, then renamed over the old one
@@ -134,6 +135,12 @@ def mark_finished(state: Path) -> None:
         save(state, st)
 
 
+def remove(state: Path) -> None:
+    """Both state files of a finished run (its checkpoint is written: nothing is left to resume)."""
+    for p in paths(state):
+        p.unlink(missing_ok=True)
+
+
 def clean_temp_files(state: Path) -> None:
     """Temp files of saves that were killed half-way (only ever stale: the caller holds the lock)."""
     for p in paths(state):
@@ -189,26 +196,41 @@ def check_same_run(saved: dict, now: dict, path) -> None:
 
 @contextmanager
 def lock(out: Path):
-    """Hold <out>.lock for the block. flock is released by the kernel when the process dies, even on
-    SIGKILL, so a stale lock file never blocks a rerun. The file is left in place: deleting it would let
-    two processes lock two different files of the same name."""
+    """Hold <out>.lock for the block, and remove it at the end. flock is released by the kernel when the
+    process dies, even on SIGKILL, so a stale lock file never blocks a rerun. Removing the file while
+    holding it is safe because a process that locks it checks that the name still leads to the inode it
+    locked: if the holder removed it in between, the newcomer locked a file nobody else will see, and
+    tries again on the name."""
     # `runs/v` and `runs/v.safetensors` share their state files, so they share one lock too
     path = out.with_name(out.name.removesuffix(".safetensors") + ".safetensors.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        if fcntl is not None:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                pid = f.read().strip()
-                raise UserError(f"{path}: another spangpt process{f' (pid {pid})' if pid.isdigit() else ''} "
-                                "is training this --out; wait for it or use another --out") from None
+    while True:
+        f = open(path, "a+")
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip()
+            f.close()
+            raise UserError(f"{path}: another spangpt process{f' (pid {pid})' if pid.isdigit() else ''} "
+                            "is training this --out; wait for it or use another --out") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        f.close()  # removed by the holder before we locked it: lock the name afresh
+    try:
         f.seek(0)
         f.truncate()
         f.write(f"{os.getpid()}\n")
         f.flush()
         yield
+    finally:
+        path.unlink(missing_ok=True)  # still held: see above
+        f.close()
 
 
 # ----------------------------------------------------------------------------- stop requests

@@ -15,13 +15,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
-
 from spangpt import distributed, errors, state
 from spangpt.data import batch_examples, batches, make_batch
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.model import GPT
+from spangpt.trainlog import TrainLog
 from spangpt.vocab import PAD_ID
 
 EXIT_BUDGET = 75  # --max-minutes used up (sysexits' EX_TEMPFAIL: "try again later"; SIGINT/SIGTERM give 130/143)
@@ -218,10 +217,11 @@ class TrainResult:
     final_loss: float = float("nan")
     seconds: float = 0.0
     history: list = field(default_factory=list)
+    fingerprint: dict = field(default_factory=dict)  # what makes it this run (state.fingerprint)
 
 
 def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: str = "train",
-          state_path=None, resume: dict | None = None, init: str | None = None) -> TrainResult:
+          state_path=None, resume: dict | None = None, init: str | None = None, tensorboard=None) -> TrainResult:
     """Train `model` in place. draw_examples(rng) -> list of (x, y) id lists for one epoch.
 
     state_path: where to keep the resumable state (spangpt.state): saved every cfg.save_every steps, at
@@ -229,6 +229,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     raised). resume: a state from state.load, to continue exactly where it was saved: on the CPU in fp32
     the weights and losses then equal an uninterrupted run's, bit for bit. init: state.weights_digest of
     the pretrained weights a fine-tuning run starts from, so that a state is resumed only from the same.
+    tensorboard: a folder for TensorBoard event files (trainlog.TrainLog), or None.
     """
     # Under torchrun (spangpt.distributed) every rank runs this same loop on its shard of each batch.
     rank, world = distributed.rank(), distributed.world_size()
@@ -262,7 +263,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     total_tokens = cfg.epochs * len(first) * tokens_per_example
     run = state.fingerprint(model.cfg.to_dict(), cfg.to_dict(), first, init)
 
-    res = TrainResult()
+    res = TrainResult(fingerprint=run)
     loss_sum = torch.zeros((), device=device)  # summed on device; synced only every log_interval steps
     n_in_sum, window_real, window_flops = 0, 0, 0.0
     start_epoch, skip, seconds_before, last_saved = 0, 0, 0.0, None  # last_saved: (step, file)
@@ -292,7 +293,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
 
     step_fn = distributed.wrap(step_fn, device)  # after loading: DDP starts from identical weights
     metrics = open(metrics_path, "a" if resume else "w") if metrics_path and main else None
-    bar = tqdm(total=total_steps, initial=res.steps, desc=desc, disable=not (cfg.progress and main), dynamic_ncols=True)
+    shown = TrainLog(desc, total_steps, res.steps, show=cfg.progress and main, tensorboard=tensorboard if main else None)
     t0 = time.perf_counter()
     t_log = t0 - window_seconds  # the window's tokens/s counts the time it took before the stop, too
 
@@ -385,7 +386,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             window_real += real
             window_flops += flops_per_len * sum_len + flops_per_sq * sum_len_sq
             n_in_sum += 1
-            bar.update(1)
+            shown.step()
             last = res.steps == total_steps
             if res.steps % cfg.log_interval == 0 or last:
                 now = time.perf_counter()
@@ -403,7 +404,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                 if metrics:
                     metrics.write(json.dumps(rec) + "\n")
                     metrics.flush()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{res.final_loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{rec['real_tok_per_s']:.0f}")
+                shown.log(rec)
                 loss_sum.zero_()
                 n_in_sum, window_real, window_flops, t_log = 0, 0, 0.0, now
             # stop early only between steps, after saving; the last step just finishes the run
@@ -417,7 +418,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                 break
     finally:
         stops.restore()
-        bar.close()
+        shown.close()
         if metrics:
             metrics.close()
     res.seconds = seconds_before + time.perf_counter() - t0
