@@ -45,7 +45,7 @@ target=${1:-help}
 shift || true
 case "$target" in
   setup) setup ;;
-  test) setup; .venv/bin/python -m pytest "$@" ;;
+  test) setup; .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadscope "$@" ;;
   demo) setup; "$SPANGPT" demo "$@" ;;
   download) setup; "$SPANGPT" data download --out "$DATA" "$@" ;;
 

@@ -19,4 +19,4 @@ $PY -m spangpt reproduce --data "$DATA" --out "$OUT" --recipe "${RECIPE:-paper}"
     --seeds "${SEEDS[@]}" 2> "$OUT/reproduce.log"
 echo "reproduce wall seconds: $SECONDS"
 [ "${RECIPE:-paper}" = paper ] || exit 0  # the original's logged curve belongs to `paper` only
-$PY benchmarks/loss_curve.py --metrics "$OUT/vanilla.seed${SEEDS[0]}.pretrain.metrics.jsonl" | tail -20
+$PY benchmarks/loss_curve.py --metrics "$OUT/vanilla/seed${SEEDS[0]}/pretrain.metrics.jsonl" | tail -20

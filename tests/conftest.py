@@ -34,3 +34,14 @@ def synth_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("synth")
     write_corpus(d, people=120, seed=1)
     return d
+
+
+def pytest_configure(config):
+    """Under pytest-xdist each worker is one process of `-n N`: one thread each, so N workers share N cores
+    instead of fighting over them (torch would give every worker all the cores)."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
