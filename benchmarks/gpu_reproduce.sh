@@ -3,7 +3,7 @@
 # dev and test predictions for every run, report.md + losses.png + accuracy.png, timed.
 # Usage: benchmarks/gpu_reproduce.sh [DATA] [OUT] [SEEDS...]   (finished runs in OUT are reused, so seeds can be
 # added in later calls: benchmarks/gpu_reproduce.sh DATA OUT 1 2)
-# RECIPE=fast-90min JOBS=4 benchmarks/gpu_reproduce.sh DATA OUT 0 1 2: another recipe, JOBS runs at once on the
+# RECIPE=best JOBS=4 benchmarks/gpu_reproduce.sh DATA OUT 0 1 2: another recipe, JOBS runs at once on the
 # one GPU (this model is far too small to fill an H200 alone; each run then gets its share of the CPU threads).
 set -euo pipefail
 DATA=${1:-data/cs224n}

@@ -11,7 +11,8 @@ first 96 characters (what the original's pretraining ever shows):
                   -> did pretraining store the fact, as the text it was trained on?
 - after question: "Where was NAME born? " + the same words after the name's head: the same text, no longer
                   at the start of the sequence -> is the fact keyed on the name, or on where the line starts?
-- question:       "Where was NAME born?⁇", the fine-tuning format (only meaningful after fine-tuning).
+- question:       "Where was NAME born?⁇", the fine-tuning format (meaningful after fine-tuning, or after a
+                  pretraining that mixed the training pairs in: mix_qa).
 - after PREFIX:   with --prefix TEXT, the own line after TEXT ("Ab. Khatchig Mouradian. ... born in "): the same
                   words shifted off the start of the sequence -> does recall depend on standing at the start?
 - focus form:     with --focus, the entity-centred examples' format (`focus` in a recipe; data._focused): the

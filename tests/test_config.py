@@ -6,7 +6,7 @@ from spangpt.config import builtin_recipes, data_options, load_recipe, model_con
 from spangpt.errors import UserError
 from spangpt.train import TrainConfig
 
-RECIPES = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"  # the issue-8 probes
+RECIPES = Path(__file__).resolve().parents[1] / "benchmarks" / "recipes"  # every measured recipe but the built-ins
 
 
 def test_paper_recipe_is_the_original():

@@ -23,10 +23,44 @@ def anchors(path: Path) -> set[str]:
 
 
 def test_anchor_matches_github():
-    assert anchor("Matching the original's pretraining curve") == "matching-the-originals-pretraining-curve"
-    assert anchor("Extractable knowledge: where it stands") == "extractable-knowledge-where-it-stands"
-    assert anchor("More epochs, and entity-centred examples") == "more-epochs-and-entity-centred-examples"
-    assert anchor("Many GPUs / many machines") == "many-gpus--many-machines"
+    for doc, heading, want in (("docs/recipes.md", "Why fast and best skip fine-tuning", "why-fast-and-best-skip-fine-tuning"),
+                               ("docs/extraction.md", "Stored, reached, answered: the recall probe",
+                                "stored-reached-answered-the-recall-probe"),
+                               ("docs/options.md", "Mixed training: mix_qa", "mixed-training-mix_qa"),
+                               ("docs/speed.md", "RoPE's rotation", "ropes-rotation"),
+                               ("README.md", "Many GPUs / many machines", "many-gpus--many-machines")):
+        assert anchor(heading) == want
+        assert want in anchors(ROOT / doc), f"{doc} has no heading {heading!r}"
+
+
+def test_readme_is_for_users_and_short():
+    """The README decides and starts; measurements and reasoning live in docs/."""
+    assert len((ROOT / "README.md").read_text(encoding="utf-8")) <= 15_000
+
+
+def test_every_recipe_is_in_the_recipe_table():
+    """docs/recipes.md lists every recipe, built in or under benchmarks/recipes/, with what it measured."""
+    text = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    recipes = sorted((ROOT / "src" / "spangpt" / "recipes").glob("*.toml")) + sorted((ROOT / "benchmarks" / "recipes").glob("*.toml"))
+    assert recipes
+    missing = [p.relative_to(ROOT).as_posix() for p in recipes if f"`{p.stem}`" not in text]
+    assert not missing, f"not in docs/recipes.md: {missing}"
+
+
+def test_docs_named_in_the_code_exist():
+    """A comment, docstring or recipe that sends a reader to a docs/ page names a page that exists."""
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    missing = []
+    for name in filter(None, files.split("\0")):
+        path = ROOT / name
+        if path.suffix not in (".py", ".toml", ".sh", ".md") or not path.is_file():
+            continue
+        for m in re.finditer(r"(?<![\w/.])docs/[\w.-]+\.md", path.read_text(encoding="utf-8", errors="replace")):
+            if not (ROOT / m.group()).is_file():
+                missing.append(f"{name}: {m.group()}")
+    assert not missing, "\n".join(missing)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -132,4 +166,29 @@ def test_benchmark_commands_in_the_docs_exist(doc):
                    if f'"{o}"' not in source and o not in forwarded]
         if unknown:
             wrong.append(f"{cmd}: {script} has no {', '.join(unknown)}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_commands_in_recipe_comments_parse():
+    """The commands a recipe's header shows (`#   spangpt reproduce ... --recipe benchmarks/recipes/x.toml`) parse,
+    and the recipe they name exists (a built-in name or a file)."""
+    from spangpt.cli import build_parser
+    from spangpt.config import builtin_recipes
+
+    parser = build_parser()
+    wrong = []
+    for path in sorted((ROOT / "src" / "spangpt" / "recipes").glob("*.toml")) + sorted((ROOT / "benchmarks" / "recipes").glob("*.toml")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            m = re.match(r"#\s+spangpt\s+(.*)", line)
+            if not m:
+                continue
+            words = m.group(1).split()
+            try:
+                args = parser.parse_args(words)
+            except SystemExit:
+                wrong.append(f"{path.name}: {m.group(1)}: does not parse")
+                continue
+            recipe = getattr(args, "recipe", None)
+            if recipe and recipe not in builtin_recipes() and not (ROOT / recipe).is_file():
+                wrong.append(f"{path.name}: {m.group(1)}: no recipe {recipe}")
     assert not wrong, "\n".join(wrong)

@@ -79,7 +79,7 @@ def run_one(data: Path, out: Path, name: str, variant: str, pretrain: bool, reci
         info["pretrain"] = stages.pretrain(data, init, variant, recipe, train_overrides={**o, **_stage_options(opts)},
                                            tensorboard=_tb(tb, where, out, "pretrain"), **stage_kw)["result"]
         # The pretrained model asked the dev questions as it is: with the QA pairs mixed into pretraining it
-        # already answers in their format, and fine-tuning can take answers away (docs/recipes.md),
+        # already answers in their format, and fine-tuning can take answers away (docs/recipes.md#why-fast-and-best-skip-fine-tuning),
         # so the table shows both. Test predictions too, in case dev picks this model.
         _, (correct, total) = stages.evaluate(init, data / DEV, where / "pretrain.dev.predictions", device)
         info["before_finetune"] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total}

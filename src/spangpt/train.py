@@ -36,7 +36,7 @@ class TrainConfig:
     # Which tensors weight decay touches (see decay_groups): "non-bias" is the original CS224N trainer
     # (every parameter but biases: embeddings, position table and LayerNorm gains too); "matrices" is
     # nanoGPT's (every tensor of 2+ dims: Linear weights and embeddings); "linear" is minGPT's (Linear
-    # weights only). At the paper's lr 6e-3 "linear" stalls after ~17 epochs (docs/paper.md).
+    # weights only). At the paper's lr 6e-3 "linear" stalls after ~17 epochs (docs/paper.md#the-loss-curve).
     decay_on: str = "non-bias"
     grad_clip: float = 1.0
     # LR schedule, counted in tokens as the original: every example counts block_size-1 tokens, PAD
