@@ -45,3 +45,8 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end test first: on two workers it then runs beside all the others instead of after them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
