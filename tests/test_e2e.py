@@ -3,11 +3,14 @@
 The demo's RoPE run: its 500-person `simple` corpus and the `demo` recipe (the training QA pairs mixed
 into pretraining, weight decay 1.0 on every matrix, a linear decay to zero, fine-tuning at lr 1e-5). The dev
 people are in no QA pair, so a right answer about them has to come from their biography in wiki.txt; without
-pretraining the model can only guess. Measured (README, "Tests"): 67, 65 and 62 of 85 dev answers
-for training seeds 0, 1 and 2, against 0/85 without pretraining and 5/85 for always "London" (the recipe
-before session 20 gave 52, 43 and 50). The thresholds sit near half the worst seed: fp32 is pinned, but
-another CPU's kernels round differently and 200 epochs amplify that into another draw.
-A smaller corpus was too fragile for a test: 200 people at 250 epochs gave 12, 2 and 10 of 34.
+pretraining the model can only guess. Measured (docs/development.md#the-end-to-end-test): 67, 65 and 62 of
+85 dev answers for training seeds 0, 1 and 2, against 0/85 without pretraining and 5/85 for always "London"
+(the former demo recipe, demo-cosine, gave 52, 43 and 50). The thresholds sit near half the worst seed:
+fp32 is pinned, but another CPU's kernels round differently and 200 epochs amplify that into another draw.
+It is the slowest test (~11 minutes on an AVX2-only CPU, one thread) and nothing cheaper showed the effect:
+the answers appear between 100 and 200 epochs (its model with 4 heads, seed 0: 5 of 85 at 70 epochs, 7 at 100), and smaller models
+or corpora answered 1-12 of 34-51 (64 dims; 200-300 people; `bios` 1-3; 150-200 epochs; lr 3e-3 to 1e-2),
+too few to tell from chance; 200 people at 250 epochs with this model gave 12, 2 and 10 of 34.
 """
 import pytest
 
