@@ -79,8 +79,8 @@ def load_model(path: Path, data: Path):
         model, vocab, _ = checkpoint.load(path)
         return model, vocab
     st = state.load(path)
-    model = GPT(ModelConfig(**st["run"]["model"]))
-    model.load_state_dict(st["model"])
+    model = GPT(ModelConfig(**st.run["model"]))
+    model.load_state_dict(st.model)
     return model, load_wiki(data / "wiki.txt")[1]  # the vocabulary pretraining built from the same file
 
 

@@ -4,9 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from spangpt import report
 from spangpt import reproduce as rp
 from spangpt import stages
 from spangpt.errors import UserError
+from spangpt.train import read_metrics
 
 TINY_RECIPE = """
 [model]
@@ -301,7 +303,7 @@ def test_table_mean_std_beside_the_original_hand_computed():
     results = {"recipe": "paper", "seeds": [0, 1], "london": {"correct": 25, "total": 500, "accuracy": 5.0},
                "runs": [run("scratch", 1.0, 0), run("vanilla", 20.0, 0, before=25.4), run("vanilla", 40.0, 1),
                         run("scratch", 2.0, 1)]}
-    lines = rp.format_table(results).splitlines()
+    lines = report.format_table(results).splitlines()
     vanilla = next(line for line in lines if line.startswith("| vanilla"))
     # stdev(20, 40) = sqrt(200) = 14.14; seed 1 finished before the column existed: -
     assert "| 30.0% ± 14.1 | 20.0, 40.0 | 25.4, - | 26.2% |" in vanilla
@@ -317,8 +319,8 @@ def test_loss_plot_skips_a_metrics_line_a_kill_cut_short(tmp_path):
     good = [{"step": 2, "epoch": 1, "loss": 3.0}, {"step": 4, "epoch": 2, "loss": 2.0}]
     text = "".join(json.dumps(r) + "\n" for r in good) + '{"step": 6, "epoch": 3, "lo'  # killed mid-write
     (tmp_path / "old.pretrain.metrics.jsonl").write_text(text, encoding="utf-8")
-    assert rp.read_metrics(tmp_path / "old.pretrain.metrics.jsonl") == good
-    assert rp.plot_losses(tmp_path) and (tmp_path / "losses.png").stat().st_size > 0
+    assert read_metrics(tmp_path / "old.pretrain.metrics.jsonl") == good
+    assert report.plot_losses(tmp_path) and (tmp_path / "losses.png").stat().st_size > 0
 
 
 def test_a_recipe_without_fine_tuning_after_pretraining_reports_the_pretrained_models(synth_dir, tmp_path):
@@ -346,7 +348,7 @@ def test_keep_state_keeps_each_finished_stages_state_to_continue_it(synth_dir, t
                  run_options={"keep_state": True})
     for stage in ("pretrain", "finetune"):
         saved = state.load(tmp_path / "rope" / "seed0" / f"{stage}.state.pt")
-        assert saved["finished"] and saved["step"] == 2
+        assert saved.finished and saved.step == 2
     assert not list(tmp_path.rglob("*.lock"))
 
 
@@ -368,7 +370,7 @@ def test_tensorboard_gets_every_stage_as_its_own_run_with_the_dev_exact_match(sy
             events.Reload()
             tags = set(events.Tags()["scalars"])
             assert {"train/loss", "train/lr", "train/real_tokens_per_s", "rms/linear", "dev/exact_match"} <= tags
-            metrics = rp.read_metrics(tmp_path / "out" / run["name"] / "seed0" / f"{stage}.metrics.jsonl")
+            metrics = read_metrics(tmp_path / "out" / run["name"] / "seed0" / f"{stage}.metrics.jsonl")
             logged = [(e.step, e.value) for e in events.Scalars("train/loss")]
             assert logged == [(m["step"], pytest.approx(m["loss"], rel=1e-6)) for m in metrics]
             exact = events.Scalars("dev/exact_match")

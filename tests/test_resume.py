@@ -102,7 +102,7 @@ def test_sigkill_at_a_random_step_then_resume_auto_is_bitwise_identical(tmp_path
     proc.wait()
     assert not out.exists(), "the run finished before it was killed"
     # the kill may land between a save's two renames, when only .prev exists: take what --resume auto takes
-    killed_at = state.load_latest(tmp_path / "p.state.pt", warn=False)[0]["step"]
+    killed_at = state.load_latest(tmp_path / "p.state.pt", warn=False)[0].step
     assert killed_at < N
 
     code, stdout, err = finish(spawn(pretrain_args(synth_dir, out, "--save-every", "1", "--resume", "auto")))
@@ -147,9 +147,9 @@ def test_sigkill_during_a_state_save_keeps_a_good_state(tmp_path, synth_dir, ref
     newest, prev = state.paths(tmp_path / "p.state.pt")
     assert os.path.exists(marker.read_text())  # the new state's temp file, complete but never committed
     if where == "before":
-        assert state.load(newest)["step"] == k - 1 and state.load(prev)["step"] == k - 2
+        assert state.load(newest).step == k - 1 and state.load(prev).step == k - 2
     else:
-        assert not newest.exists() and state.load(prev)["step"] == k - 1
+        assert not newest.exists() and state.load(prev).step == k - 1
 
     code, stdout, err = finish(spawn(pretrain_args(synth_dir, out, "--save-every", "1", "--resume", "auto")))
     assert code == 0, err
@@ -166,7 +166,7 @@ def test_sigint_sigterm_save_state_print_one_line_and_exit_128_plus_signal(tmp_p
     proc.send_signal(sig)
     code, _, err = finish(proc)
     assert code == 128 + sig
-    step = state.load(tmp_path / "p.state.pt")["step"]
+    step = state.load(tmp_path / "p.state.pt").step
     name = signal.Signals(sig).name
     assert messages(err) == [f"spangpt: interrupted by {name} at step {step}; state saved to {tmp_path / 'p.state.pt'}; "
                      "continue with the same command plus --resume auto"]
@@ -268,7 +268,7 @@ def test_nan_loss_stops_naming_the_steps_and_keeps_the_last_good_state(tmp_path)
                                         r"5-8 .*the last good state \(step 6\) is kept in"):
         _train(tmp_path, hook=nan, save_every=3)
     kept = state.load(tmp_path / "s.pt")
-    assert kept["step"] == 6 and all(torch.isfinite(t).all() for t in kept["model"].values())
+    assert kept.step == 6 and all(torch.isfinite(t).all() for t in kept.model.values())
     assert [r["step"] for r in metrics(tmp_path / "m.jsonl")] == [4]  # no line for the NaN window
 
 
@@ -277,7 +277,7 @@ def test_no_state_is_ever_saved_from_a_diverged_run(tmp_path):
     with pytest.raises(UserError, match=r"training diverged: mean loss nan over steps 1-4 \(limit 6.80\); "
                                         r"the last good state \(step 2\)"):
         _train(tmp_path, hook=at_call(3, lambda logits: logits * float("nan")), save_every=2, log_interval=100)
-    assert state.load(tmp_path / "s.pt")["step"] == 2
+    assert state.load(tmp_path / "s.pt").step == 2
 
 
 def test_exploding_loss_stops_past_twice_the_uniform_loss(tmp_path):
@@ -290,7 +290,7 @@ def test_exploding_loss_stops_past_twice_the_uniform_loss(tmp_path):
 def test_state_file_is_plain_tensors_and_numbers_and_loads_weights_only(tmp_path):
     _train(tmp_path, steps=5)
     st = state.load(tmp_path / "s.pt")
-    assert st["step"] == 5 and st["finished"] is False and st["total_steps"] == 5
+    assert st.step == 5 and st.finished is False and st.total_steps == 5
     blob = (tmp_path / "s.pt").read_bytes()
     assert blob.startswith(b"spangpt-state-v1\n")
     payload = blob[len(b"spangpt-state-v1\n") + 65:]
@@ -410,7 +410,7 @@ def test_a_finished_run_leaves_its_model_and_no_state_or_lock_unless_asked_to_ke
     assert {p.name for p in kept.parent.iterdir()} == {"p.config.json", "p.metrics.jsonl", "p.safetensors",
                                                        "p.state.pt", "p.state.prev.pt"}
     st = state.load(kept.parent / "p.state.pt")
-    assert st["finished"] and st["step"] == 6
+    assert st.finished and st.step == 6
     assert load_file(str(out)).keys() == load_file(str(kept)).keys()
     assert all(torch.equal(load_file(str(out))[k], load_file(str(kept))[k]) for k in load_file(str(out)))
 
@@ -458,7 +458,7 @@ def test_damaged_state_is_a_clear_error_and_auto_falls_back_to_prev(tmp_path, sy
     assert _pretrain(synth_dir, out, "--save-every", "2", "--max-minutes", "0.000001") == 75  # state at step 1
     assert _pretrain(synth_dir, out, "--save-every", "2", "--max-minutes", "0.000001", "--resume", "auto") == 75
     newest, prev = state.paths(tmp_path / "p.state.pt")
-    assert (state.load(newest)["step"], state.load(prev)["step"]) == (2, 1)
+    assert (state.load(newest).step, state.load(prev).step) == (2, 1)
     _damage(newest, how, rng)
     capsys.readouterr()
 
@@ -550,7 +550,7 @@ def test_a_signal_to_reproduce_stops_its_workers_with_their_states_saved(tmp_pat
     assert re.fullmatch(rf"spangpt: interrupted by {signal.Signals(sig).name} at step \d+; state saved to {re.escape(str(runs[0]))}"
                         r"\.state\.pt; run the same command again to continue", messages(err)[-1]), err
     for run in runs:
-        assert state.load(Path(f"{run}.state.pt"))["step"] >= 2
+        assert state.load(Path(f"{run}.state.pt")).step >= 2
     assert not any(_alive(p) for p in pids)
     assert not (runs[0].parents[1] / "scratch").exists()  # the run not started stays so
 
@@ -567,7 +567,7 @@ def test_workers_of_a_killed_reproduce_save_and_stop_instead_of_training_on(tmp_
         time.sleep(0.05)
     _, _, err = finish(proc)  # the workers held its pipes open until now
     for run in runs:
-        assert state.load(Path(f"{run}.state.pt"))["step"] >= 2
+        assert state.load(Path(f"{run}.state.pt")).step >= 2
         name = f"{run.parents[1].name} seed 0"
         assert re.search(rf"spangpt: {name}: interrupted by SIGTERM at step \d+; state saved to .*"
                          r"\(the parent process had died\)", err), err

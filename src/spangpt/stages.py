@@ -175,12 +175,12 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
         outcome = distributed.broadcast(outcome)
         if isinstance(outcome, UserError):
             raise outcome
-        saved = outcome
-        if saved is not None and saved.get("finished_before"):
-            return saved
+        saved, finished = outcome or (None, None)
+        if finished is not None:
+            return finished
         if main:
             if saved is not None:
-                print(f"resuming from {saved['path']} at step {saved['step']}", flush=True)
+                print(f"resuming from {saved.path} at step {saved.step}", flush=True)
             _start(run, out, quiet)
         res = train(model, draw, tcfg, sidecar(out, ".metrics.jsonl"), desc, state_path=state_path, resume=saved,
                     init=run.get("init_weights"), tensorboard=tensorboard)
@@ -196,32 +196,32 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
 
 
 def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | None,
-                  init: str | None = None) -> dict | None:
-    """The state to continue from (None: start over), or the info of a run that already finished."""
+                  init: str | None = None) -> tuple[state.TrainState | None, dict | None]:
+    """-> (the state to continue from, None: start over; the info of a run that already finished, or None)."""
     state.clean_temp_files(state_path)
     saved = _saved_state(state_path, resume)
     if not out.is_file():
-        return saved
-    if saved is not None and saved["finished"]:  # kept with keep_state
-        then, where = saved["run"], saved["path"]
+        return saved, None
+    if saved is not None and saved.finished:  # kept with keep_state
+        then, where = saved.run, saved.path
     elif saved is None and resume == "auto" and "fingerprint" in (info := checkpoint.read_info(out)):
         then, where = info["fingerprint"], out  # a finished run whose state was removed
     else:
-        return saved
+        return saved, None
     now = state.fingerprint(model.cfg.to_dict(), tcfg.to_dict(), draw(random.Random(tcfg.seed)), init)
     state.check_same_run(then, now, where)
-    return {**checkpoint.read_info(out), "finished_before": True}
+    return None, {**checkpoint.read_info(out), "finished_before": True}
 
 
-def _saved_state(state_path: Path, resume: str | None) -> dict | None:
+def _saved_state(state_path: Path, resume: str | None) -> state.TrainState | None:
     if resume is None:  # a fresh start must not silently throw away an interrupted run
         try:
             found = state.load_latest(state_path, warn=False)
         except UserError:  # nothing but damaged states: nothing to protect
             found = None
-        if found is not None and not found[0]["finished"]:
+        if found is not None and not found[0].finished:
             newest, prev = state.paths(state_path)
-            raise UserError(f"{found[1]}: an unfinished run is saved here (step {found[0]['step']}); add "
+            raise UserError(f"{found[1]}: an unfinished run is saved here (step {found[0].step}); add "
                             f"--resume auto to continue it, or delete {newest.name} and {prev.name} to start over")
         return None
     if resume == "auto":

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -36,6 +37,38 @@ FORMAT = "spangpt-state-v1"
 MAGIC = FORMAT.encode() + b"\n"
 # TrainConfig fields that say how to run, not what is trained: a run may resume with other values
 RUN_ONLY = ("device", "workers", "progress", "compile", "log_interval", "peak_tflops", "save_every", "max_minutes")
+
+
+@dataclass
+class TrainState:
+    """Where a run stands after step `step`: everything its next step depends on. The one owner of the
+    state file's layout (to_dict / from_dict); the training loop fills it, stages reads it."""
+    run: dict  # fingerprint(): what makes it this run (a resumed run must match it)
+    step: int = 0
+    total_steps: int = 0
+    tokens: int = 0  # schedule tokens (padded-equivalent)
+    real_tokens: int = 0  # non-PAD targets trained on
+    final_loss: float = float("nan")
+    seconds: float = 0.0  # training time so far
+    epoch: int = 0  # the epoch to continue in,
+    batch: int = 0  # at this batch
+    rng: tuple | None = None  # the data RNG at the start of that epoch (its draw and shuffle are replayed)
+    torch_rng: torch.Tensor | None = None  # dropout
+    cuda_rng: list | None = None
+    window: dict = field(default_factory=dict)  # the unfinished metrics window (train.MetricsWindow)
+    model: dict = field(default_factory=dict)
+    optimizer: dict = field(default_factory=dict)
+    finished: bool = False
+    path: str | None = None  # where it was read from, for messages (not saved)
+
+    def to_dict(self) -> dict:
+        # shallow on purpose: dataclasses.asdict would deep-copy every weight
+        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "path"}}
+
+    @classmethod
+    def from_dict(cls, d: dict, path=None) -> "TrainState":
+        names = {f.name for f in fields(cls)} - {"path"}
+        return cls(**{k: v for k, v in d.items() if k in names}, path=None if path is None else str(path))
 
 
 def paths(state: Path) -> tuple[Path, Path]:
@@ -85,7 +118,7 @@ def _commit(tmp: Path, path: Path) -> None:
         pass
 
 
-def load(path) -> dict:
+def load(path) -> TrainState:
     path = Path(path)
     blob = read_bytes(path, "training state")
     head, digest, data = blob[: len(MAGIC)], blob[len(MAGIC) : len(MAGIC) + 64], blob[len(MAGIC) + 65 :]
@@ -102,11 +135,10 @@ def load(path) -> dict:
         raise UserError(f"{path}: unreadable training state ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not a spangpt training state")
-    state["path"] = str(path)  # where it was read from, for messages (not saved)
-    return state
+    return TrainState.from_dict(state, path)
 
 
-def load_latest(state: Path, warn: bool = True) -> tuple[dict, Path] | None:
+def load_latest(state: Path, warn: bool = True) -> tuple[TrainState, Path] | None:
     """The newest state that loads, falling back to .prev (with a warning) when the newest is damaged.
     None when there is none; a UserError naming the files when every one is damaged."""
     errors = []
@@ -130,9 +162,8 @@ def mark_finished(state: Path) -> None:
     """After the checkpoint is written: a later --resume auto then knows there is nothing left to do."""
     if state.exists():
         st = load(state)
-        del st["path"]
-        st["finished"] = True
-        save(state, st)
+        st.finished = True
+        save(state, st.to_dict())
 
 
 def remove(state: Path) -> None:

@@ -5,6 +5,7 @@ of (x, y) examples and turns them into batches.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -219,8 +220,144 @@ class TrainResult:
     fingerprint: dict = field(default_factory=dict)  # what makes it this run (state.fingerprint)
 
 
+@dataclass
+class BatchStats:
+    """A global batch's numbers. They drive the schedule, the counters and the loss normalisation, so they
+    are the same in one process and under torchrun, where every rank computes them for the whole batch
+    (no communication) while it trains on its shard."""
+    examples: int
+    real: int  # non-PAD targets
+    sum_len: int  # Σ example lengths and Σ squares: what training_flops needs
+    sum_len_sq: int
+    weight: float = 1.0  # this rank's share of the real targets (distributed.shard)
+
+    @classmethod
+    def of_batch(cls, batch) -> "BatchStats":
+        return cls(batch.n_examples, batch.n_targets, batch.sum_len, batch.sum_len_sq)
+
+    @classmethod
+    def of_examples(cls, chosen, weight: float) -> "BatchStats":
+        lengths = [len(x) for x, _ in chosen]
+        return cls(len(chosen), sum(len(y) - y.count(PAD_ID) for _, y in chosen), sum(lengths),
+                   sum(n * n for n in lengths), weight)
+
+
+class MetricsWindow:
+    """The steps since the last metrics line. The loss is summed on the device and read only at log steps
+    (reading it syncs); under torchrun each rank holds its shards' part of the sum."""
+
+    def __init__(self, device: torch.device, world: int):
+        self.loss_sum = torch.zeros((), device=device)
+        self.world = world
+        self.steps, self.real, self.flops, self.start = 0, 0, 0.0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, real: int, flops: float) -> None:
+        self.loss_sum += loss.detach()
+        self.steps, self.real, self.flops = self.steps + 1, self.real + real, self.flops + flops
+
+    def total_loss(self) -> torch.Tensor:
+        """The summed loss over all ranks (a collective under torchrun: every rank must call it)."""
+        return distributed.all_reduce(self.loss_sum.detach().clone()) if self.world > 1 else self.loss_sum
+
+    def mean_loss(self) -> float:
+        return self.total_loss().item() / self.steps if self.steps else 0.0
+
+    def to_dict(self) -> dict:
+        return {"loss_sum": self.total_loss().detach().cpu().clone(), "steps": self.steps, "real": self.real,
+                "flops": self.flops, "seconds": time.perf_counter() - self.start}
+
+    def restore(self, saved: dict, main: bool) -> None:
+        if main:  # the loss sum is saved summed over ranks: add it in once
+            self.loss_sum.copy_(saved["loss_sum"])
+        self.steps, self.real, self.flops = saved["steps"], saved["real"], saved["flops"]
+        self._before = saved.get("seconds", 0.0)  # absent in states saved before it was kept
+
+    def restart(self, now: float) -> None:
+        """The clock starts now, counting the time a resumed window took before its stop, too."""
+        self.start = now - getattr(self, "_before", 0.0)
+        self._before = 0.0
+
+    def reset(self, now: float) -> None:
+        self.loss_sum.zero_()
+        self.steps, self.real, self.flops, self.start = 0, 0, 0.0, now
+
+
+def _epochs(draw_examples, first, rng, epoch0_rng, cfg: TrainConfig, block: int, start_epoch: int, skip: int,
+            rank: int, world: int):
+    """-> (epoch, batch index, data RNG state at the epoch's start, batch, BatchStats), from (start_epoch,
+    skip) on. Epoch 0's examples are `first`, drawn before; each later epoch draws afresh from rng."""
+    for epoch in range(start_epoch, cfg.epochs):
+        epoch_rng = epoch0_rng if epoch == 0 else rng.getstate()
+        examples = first if epoch == 0 else draw_examples(rng)
+        b0 = skip if epoch == start_epoch else 0
+        if world == 1:
+            laid_out = batches(examples, cfg.batch_size, block, cfg.pack, rng, skip=b0, shuffle=cfg.shuffle)
+            for i, batch in enumerate(laid_out, b0):
+                yield epoch, i, epoch_rng, batch, BatchStats.of_batch(batch)
+            continue
+        for i, chosen in enumerate(batch_examples(examples, cfg.batch_size, rng, skip=b0, shuffle=cfg.shuffle), b0):
+            mine, weight = distributed.shard(chosen, rank, world)
+            yield epoch, i, epoch_rng, make_batch(mine, block, cfg.pack), BatchStats.of_examples(chosen, weight)
+
+
+def _prepared(make, cfg: TrainConfig, device: torch.device):
+    """The batches of make() prepared in another process, so a fast GPU never waits on Python."""
+    loader = torch.utils.data.DataLoader(_Stream(make), batch_size=None, num_workers=1, prefetch_factor=8,
+                                         pin_memory=device.type == "cuda",
+                                         # its own generator, so dropout's global RNG stream stays as without it
+                                         generator=torch.Generator().manual_seed(cfg.seed))
+    return iter(loader)
+
+
+def _setup(model: GPT, cfg: TrainConfig):
+    """-> (device, autocast context, optimizer, what to call for the loss): the model moved and set up."""
+    device = distributed.device_for(pick_device(cfg.device))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 tensor-core matmuls
+        torch.backends.cudnn.allow_tf32 = True
+    model.to(device).train()
+    model.set_attention(pick_attention(cfg.attention, device))
+    ctx = autocast_context(device, use_bf16(cfg.precision, device))
+    optimizer = make_optimizer(model, cfg, device)
+    return device, ctx, optimizer, torch.compile(model) if cfg.compile else model
+
+
+def _restore(saved: state.TrainState, st: state.TrainState, model, optimizer, rng, window: MetricsWindow,
+             cfg: TrainConfig, device, rank: int) -> None:
+    """Everything the next step depends on, as it was after step saved.step."""
+    state.check_same_run(saved.run, st.run, saved.path)
+    model.load_state_dict(saved.model)
+    optimizer.load_state_dict(saved.optimizer)
+    for name in ("step", "tokens", "real_tokens", "final_loss", "seconds", "epoch", "batch"):
+        setattr(st, name, getattr(saved, name))
+    if saved.epoch > 0:  # replay that epoch's draw and shuffle; epoch 0's is `first`, drawn before
+        rng.setstate(saved.rng)
+    torch.set_rng_state(saved.torch_rng)  # dropout
+    if device.type == "cuda" and saved.cuda_rng:
+        torch.cuda.set_rng_state_all(saved.cuda_rng)
+    if rank != 0:  # the state holds rank 0's dropout RNG: the others continue on fresh streams of their own
+        torch.manual_seed(cfg.seed + rank + 1_000_003 * st.step)
+    window.restore(saved.window, main=rank == 0)
+
+
+def _check_health(window: MetricsWindow, model, step: int, loss_limit: float, last_saved) -> float:
+    """The window's mean loss; raises if it, or any weight, is not finite, or the loss exploded (syncs).
+    Under torchrun every rank calls it at the same step and gets the same answer."""
+    loss = window.mean_loss()
+    if window.steps and (not math.isfinite(loss) or loss > loss_limit):
+        bad = f"mean loss {loss:.4g} over steps {step - window.steps + 1}-{step} (limit {loss_limit:.2f})"
+    elif not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+        bad = f"non-finite weights after step {step}"
+    else:
+        return loss
+    kept = f"the last good state (step {last_saved[0]}) is kept in {last_saved[1]}" if last_saved \
+        else "no state was saved"
+    raise UserError(f"training diverged: {bad}; {kept}; try a lower --lr")
+
+
 def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: str = "train",
-          state_path=None, resume: dict | None = None, init: str | None = None, tensorboard=None) -> TrainResult:
+          state_path=None, resume: state.TrainState | None = None, init: str | None = None,
+          tensorboard=None) -> TrainResult:
     """Train `model` in place. draw_examples(rng) -> list of (x, y) id lists for one epoch.
 
     state_path: where to keep the resumable state (spangpt.state): saved every cfg.save_every steps, at
@@ -230,22 +367,13 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     the pretrained weights a fine-tuning run starts from, so that a state is resumed only from the same.
     tensorboard: a folder for TensorBoard event files (trainlog.TrainLog), or None.
     """
-    # Under torchrun (spangpt.distributed) every rank runs this same loop on its shard of each batch.
+    # ---- setup. Under torchrun (spangpt.distributed) every rank runs this same loop on its shard of each batch.
     rank, world = distributed.rank(), distributed.world_size()
     main = rank == 0  # only rank 0 writes: metrics, state, progress bar
     torch.manual_seed(cfg.seed + rank)  # dropout: each rank its own masks (weights were initialised before)
     rng = random.Random(cfg.seed)  # the data: the same draws and shuffles on every rank
     epoch0_rng = rng.getstate()  # the data RNG at the start of epoch 0 (what a state records per epoch)
-    device = distributed.device_for(pick_device(cfg.device))
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 tensor-core matmuls
-        torch.backends.cudnn.allow_tf32 = True
-    model.to(device).train()
-    model.set_attention(pick_attention(cfg.attention, device))
-    bf16 = use_bf16(cfg.precision, device)
-    ctx = autocast_context(device, bf16)
-    optimizer = make_optimizer(model, cfg, device)
-    step_fn = torch.compile(model) if cfg.compile else model
+    device, ctx, optimizer, step_fn = _setup(model, cfg)
     block = model.cfg.block_size
     tokens_per_example = block - 1
     # training_flops is linear in (Σn, Σn²): take its two coefficients once, not a parameter count per step
@@ -253,164 +381,66 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     # A mean loss above twice that of a uniform guess (ln V, about where training starts) means the model
     # is confidently wrong: training diverged, and more steps would only save damaged weights.
     loss_limit = 2 * math.log(model.cfg.vocab_size)
-
     first = draw_examples(rng)  # sizes the progress bar and the "cosine" schedule
-    steps_per_epoch = math.ceil(len(first) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = math.ceil(len(first) / cfg.batch_size) * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     total_tokens = cfg.epochs * len(first) * tokens_per_example
-    run = state.fingerprint(model.cfg.to_dict(), cfg.to_dict(), first, init)
-
-    res = TrainResult(fingerprint=run)
-    loss_sum = torch.zeros((), device=device)  # summed on device; synced only every log_interval steps
-    n_in_sum, window_real, window_flops = 0, 0, 0.0
-    start_epoch, skip, seconds_before, last_saved = 0, 0, 0.0, None  # last_saved: (step, file)
-    window_seconds = 0.0  # training time already in the unfinished metrics window (a resumed one)
-    if resume is not None:  # everything the next step depends on, as it was after step resume["step"]
-        state.check_same_run(resume["run"], run, resume.get("path", state_path))
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        res.steps, res.tokens, res.real_tokens = resume["step"], resume["tokens"], resume["real_tokens"]
-        res.final_loss, seconds_before = resume["final_loss"], resume["seconds"]
-        last_saved = (resume["step"], resume.get("path", state_path))
-        start_epoch, skip = resume["epoch"], resume["batch"]
-        if start_epoch > 0:  # replay that epoch's draw and shuffle; epoch 0's is `first`, drawn above
-            rng.setstate(resume["rng"])
-        torch.set_rng_state(resume["torch_rng"])  # dropout
-        if device.type == "cuda" and resume.get("cuda_rng"):
-            torch.cuda.set_rng_state_all(resume["cuda_rng"])
-        if not main:  # the state holds rank 0's dropout RNG: the others continue on fresh streams of their own
-            torch.manual_seed(cfg.seed + rank + 1_000_003 * res.steps)
-        w = resume["window"]
-        if main:  # the window's loss sum is saved summed over ranks: add it in once
-            loss_sum.copy_(w["loss_sum"])
-        n_in_sum, window_real, window_flops = w["steps"], w["real"], w["flops"]
-        window_seconds = w.get("seconds", 0.0)  # absent in states saved before it was kept
+    st = state.TrainState(run=state.fingerprint(model.cfg.to_dict(), cfg.to_dict(), first, init),
+                          total_steps=total_steps)
+    window = MetricsWindow(device, world)
+    last_saved = None  # (step, file) of the newest state written
+    if resume is not None:
+        _restore(resume, st, model, optimizer, rng, window, cfg, device, rank)
+        last_saved = (resume.step, resume.path or state_path)
         if metrics_path and main:
-            keep_metrics_until(metrics_path, res.steps)
-
+            keep_metrics_until(metrics_path, st.step)
+    res = TrainResult(fingerprint=st.run)
+    seconds_before = st.seconds
     step_fn = distributed.wrap(step_fn, device)  # after loading: DDP starts from identical weights
-    metrics = open(metrics_path, "a" if resume else "w") if metrics_path and main else None
-    shown = TrainLog(desc, total_steps, res.steps, show=cfg.progress and main, tensorboard=tensorboard if main else None)
-    t0 = time.perf_counter()
-    t_log = t0 - window_seconds  # the window's tokens/s counts the time it took before the stop, too
-
-    def epochs():  # -> (epoch, batch index, data RNG state at the epoch's start, batch, shard)
-        for epoch in range(start_epoch, cfg.epochs):
-            epoch_rng = epoch0_rng if epoch == 0 else rng.getstate()
-            examples = first if epoch == 0 else draw_examples(rng)
-            b0 = skip if epoch == start_epoch else 0
-            if world == 1:
-                laid_out = batches(examples, cfg.batch_size, block, cfg.pack, rng, skip=b0, shuffle=cfg.shuffle)
-                for i, batch in enumerate(laid_out, b0):
-                    yield epoch, i, epoch_rng, batch, None
-                continue
-            chosen_batches = batch_examples(examples, cfg.batch_size, rng, skip=b0, shuffle=cfg.shuffle)
-            for i, chosen in enumerate(chosen_batches, b0):
-                mine, weight = distributed.shard(chosen, rank, world)
-                # the global batch's numbers (every rank knows them: no communication): they drive the
-                # schedule, the counters and the loss normalisation exactly as in one process
-                lengths = [len(x) for x, _ in chosen]
-                whole = (len(chosen), sum(len(y) - y.count(PAD_ID) for _, y in chosen), sum(lengths),
-                         sum(n * n for n in lengths), weight)
-                yield epoch, i, epoch_rng, make_batch(mine, block, cfg.pack), whole
-
-    def window_loss_sum() -> torch.Tensor:
-        """The window's summed loss over all ranks (each rank holds its shards' part of it)."""
-        return distributed.all_reduce(loss_sum.detach().clone()) if world > 1 else loss_sum
-
-    def check_health() -> float:
-        """The window's mean loss; raises if it, or any weight, is not finite, or the loss exploded (syncs).
-        Under torchrun every rank calls it at the same step and gets the same answer."""
-        loss = window_loss_sum().item() / n_in_sum if n_in_sum else 0.0
-        if n_in_sum and (not math.isfinite(loss) or loss > loss_limit):
-            bad = f"mean loss {loss:.4g} over steps {res.steps - n_in_sum + 1}-{res.steps} (limit {loss_limit:.2f})"
-        elif not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
-            bad = f"non-finite weights after step {res.steps}"
-        else:
-            return loss
-        kept = f"the last good state (step {last_saved[0]}) is kept in {last_saved[1]}" if last_saved \
-            else "no state was saved"
-        raise UserError(f"training diverged: {bad}; {kept}; try a lower --lr")
-
-    def save_state(epoch: int, next_batch: int, epoch_rng) -> None:
-        nonlocal last_saved
-        check_health()  # a state is only ever written from a healthy run
-        window_loss = window_loss_sum().detach().cpu().clone()  # a collective: every rank takes part
-        if not main:  # rank 0 writes the state
-            last_saved = (res.steps, state_path)
-            return
-        version, internal, gauss = epoch_rng  # a DataLoader worker hands tuples over as lists
-        state.save(state_path, {
-            "format": state.FORMAT, "run": run, "finished": False,
-            "step": res.steps, "total_steps": total_steps, "tokens": res.tokens, "real_tokens": res.real_tokens,
-            "final_loss": res.final_loss, "seconds": seconds_before + time.perf_counter() - t0,
-            "epoch": epoch, "batch": next_batch, "rng": (version, tuple(internal), gauss),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-            "window": {"loss_sum": window_loss, "steps": n_in_sum, "real": window_real,
-                       "flops": window_flops, "seconds": time.perf_counter() - t_log},
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        })
-        last_saved = (res.steps, state_path)
-
-    stream = epochs()
-    if workers(cfg, device):  # prepare batches in another process, so a fast GPU never waits on Python
-        loader = torch.utils.data.DataLoader(_Stream(epochs), batch_size=None, num_workers=1, prefetch_factor=8,
-                                             pin_memory=device.type == "cuda",
-                                             # its own generator, so dropout's global RNG stream stays as without it
-                                             generator=torch.Generator().manual_seed(cfg.seed))
-        stream = iter(loader)
+    shown = TrainLog(desc, total_steps, st.step, show=cfg.progress and main, tensorboard=tensorboard if main else None,
+                     metrics=metrics_path if main else None)
+    make = functools.partial(_epochs, draw_examples, first, rng, epoch0_rng, cfg, block, st.epoch, st.batch, rank,
+                             world)
+    stream = _prepared(make, cfg, device) if workers(cfg, device) else make()
     stops = state.StopRequests(enabled=state_path is not None)
+    t0 = time.perf_counter()
+    window.restart(t0)
+
+    # ---- the loop: one optimizer step per global batch
     try:
-        for epoch, i, epoch_rng, batch, whole in (stream if res.steps < total_steps else ()):
-            n_examples, real, sum_len, sum_len_sq, weight = whole or (
-                batch.n_examples, batch.n_targets, batch.sum_len, batch.sum_len_sq, 1.0)
-            res.tokens += n_examples * tokens_per_example
-            lr = cfg.lr * lr_multiplier(res.tokens, cfg, total_tokens)
+        for epoch, i, epoch_rng, batch, stats in (stream if st.step < total_steps else ()):
+            st.tokens += stats.examples * tokens_per_example
+            lr = cfg.lr * lr_multiplier(st.tokens, cfg, total_tokens)
             for g in optimizer.param_groups:
                 g["lr"] = lr
             if world == 1:
                 loss = train_step(model, optimizer, batch.to(device), ctx, cfg.grad_clip, forward=step_fn)
-                loss_sum += loss.detach()
             else:
-                # the summed loss, scaled so DDP's averaged gradient is the one-process one (loss_scale)
+                # the summed loss, scaled so DDP's averaged gradient is the one-process one (loss_scale);
+                # counted as this shard's part of the batch's mean, so the window sums over ranks to it
                 loss = train_step(model, optimizer, batch.to(device), ctx, cfg.grad_clip, forward=step_fn,
-                                  scale=distributed.loss_scale(weight, world, real))
-                loss_sum += loss.detach() * (weight / max(1, real))  # summed over ranks: the batch's mean
-
-            res.steps += 1
-            res.real_tokens += real
-            window_real += real
-            window_flops += flops_per_len * sum_len + flops_per_sq * sum_len_sq
-            n_in_sum += 1
+                                  scale=distributed.loss_scale(stats.weight, world, stats.real))
+                loss = loss * (stats.weight / max(1, stats.real))
+            st.step += 1
+            st.real_tokens += stats.real
+            window.add(loss, stats.real, flops_per_len * stats.sum_len + flops_per_sq * stats.sum_len_sq)
             shown.step()
-            last = res.steps == total_steps
-            if res.steps % cfg.log_interval == 0 or last:
-                now = time.perf_counter()
-                res.final_loss = check_health()
-                rec = {
-                    "step": res.steps, "epoch": epoch + 1, "tokens": res.tokens, "real_tokens": res.real_tokens,
-                    "loss": round(res.final_loss, 5), "lr": lr,
-                    "real_tok_per_s": round(window_real / (now - t_log), 1), "elapsed_s": round(seconds_before + now - t0, 2),
-                    "gflops": round(window_flops / (now - t_log) / 1e9, 2),
-                }
-                rec["rms"] = param_rms(model)
-                if cfg.peak_tflops:
-                    rec["mfu"] = round(rec["gflops"] / (cfg.peak_tflops * 1e3), 4)
+            last = st.step == total_steps
+            if st.step % cfg.log_interval == 0 or last:
+                st.final_loss = _check_health(window, model, st.step, loss_limit, last_saved)
+                rec = _record(st, epoch, lr, window, seconds_before + time.perf_counter() - t0, model, cfg)
                 res.history.append(rec)
-                if metrics:
-                    metrics.write(json.dumps(rec) + "\n")
-                    metrics.flush()
                 shown.log(rec)
-                loss_sum.zero_()
-                n_in_sum, window_real, window_flops, t_log = 0, 0, 0.0, now
+                window.reset(time.perf_counter())
             # stop early only between steps, after saving; the last step just finishes the run
-            stop = None if last else _early_stop(stops, cfg, time.perf_counter() - t0, res.steps, state_path,
+            stop = None if last else _early_stop(stops, cfg, time.perf_counter() - t0, st.step, state_path,
                                                  world, device)
-            if state_path and (last or stop or (cfg.save_every and res.steps % cfg.save_every == 0)):
-                save_state(epoch, i + 1, epoch_rng)
+            if state_path and (last or stop or (cfg.save_every and st.step % cfg.save_every == 0)):
+                _check_health(window, model, st.step, loss_limit, last_saved)  # only a healthy run is saved
+                st.epoch, st.batch, st.rng = epoch, i + 1, epoch_rng  # the next step's batch
+                st.seconds = seconds_before + time.perf_counter() - t0
+                last_saved = _save(state_path, st, window, model, optimizer, device, main)
             if stop:
                 raise stop
             if last:
@@ -418,11 +448,40 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     finally:
         stops.restore()
         shown.close()
-        if metrics:
-            metrics.close()
+    res.steps, res.tokens, res.real_tokens, res.final_loss = st.step, st.tokens, st.real_tokens, st.final_loss
     res.seconds = seconds_before + time.perf_counter() - t0
     model.eval()
     return res
+
+
+def _record(st: state.TrainState, epoch: int, lr: float, window: MetricsWindow, elapsed: float, model,
+            cfg: TrainConfig) -> dict:
+    """One metrics line: where the run is, and the window's loss, speed and FLOP rate."""
+    seconds = time.perf_counter() - window.start
+    rec = {
+        "step": st.step, "epoch": epoch + 1, "tokens": st.tokens, "real_tokens": st.real_tokens,
+        "loss": round(st.final_loss, 5), "lr": lr, "real_tok_per_s": round(window.real / seconds, 1),
+        "elapsed_s": round(elapsed, 2), "gflops": round(window.flops / seconds / 1e9, 2), "rms": param_rms(model),
+    }
+    if cfg.peak_tflops:
+        rec["mfu"] = round(rec["gflops"] / (cfg.peak_tflops * 1e3), 4)
+    return rec
+
+
+def _save(state_path, st: state.TrainState, window: MetricsWindow, model, optimizer, device, main: bool):
+    """Write the state after st.step (rank 0; every rank takes part in reading the window's loss).
+    -> (step, file): the newest state, for the message if training diverges later."""
+    st.window = window.to_dict()  # a collective under torchrun
+    if not main:
+        return st.step, state_path
+    version, internal, gauss = st.rng  # a DataLoader worker hands tuples over as lists
+    st.rng = (version, tuple(internal), gauss)
+    st.torch_rng = torch.get_rng_state()
+    st.cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+    st.model, st.optimizer = model.state_dict(), optimizer.state_dict()
+    state.save(state_path, st.to_dict())
+    st.model, st.optimizer = {}, {}  # not kept in memory between saves
+    return st.step, state_path
 
 
 def _early_stop(stops, cfg: TrainConfig, seconds: float, step: int, state_path, world: int, device):

@@ -1,10 +1,10 @@
-"""What a training run shows while it runs: a progress bar on a terminal, one plain line per log interval
-elsewhere (a log file, CI: a redrawn bar would fill it with carriage returns), and optionally TensorBoard.
-
-The metrics file (train.py) is the record; this is only the view of it.
+"""What a training run writes at each log step: a line of its metrics file (the record: JSON, one line per
+log step), and the view of it: a progress bar on a terminal, one plain line elsewhere (a log file, CI: a
+redrawn bar would fill it with carriage returns), and optionally TensorBoard.
 """
 from __future__ import annotations
 
+import json
 import sys
 
 from tqdm import tqdm
@@ -32,11 +32,13 @@ def check_tensorboard() -> None:
 
 class TrainLog:
     """desc: the run's name in every line; total/initial: steps in all and already done (a resumed run);
-    show: False for a silent run (tests, torchrun ranks other than 0); tensorboard: a folder for event files."""
+    show: False for a silent run (tests, torchrun ranks other than 0); tensorboard: a folder for event files;
+    metrics: the metrics file, appended to when initial > 0 (a resumed run), else written afresh."""
 
     def __init__(self, desc: str, total: int, initial: int = 0, show: bool = True, tensorboard=None,
-                 stream=None):
+                 stream=None, metrics=None):
         self.desc, self.total = desc, total
+        self.metrics = open(metrics, "a" if initial else "w", encoding="utf-8") if metrics else None
         self.stream = stream or sys.stderr
         self.bar = None
         self.plain = False
@@ -52,6 +54,9 @@ class TrainLog:
 
     def log(self, rec: dict) -> None:
         """One metrics record (train.py's): step, epoch, loss, lr, real_tok_per_s, rms, ..."""
+        if self.metrics is not None:
+            self.metrics.write(json.dumps(rec) + "\n")
+            self.metrics.flush()
         if self.bar is not None:
             self.bar.set_postfix(epoch=rec["epoch"], loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}",
                                  tok_s=f"{rec['real_tok_per_s']:.0f}")
@@ -68,6 +73,8 @@ class TrainLog:
             self.tb.flush()
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         if self.bar is not None:
             self.bar.close()
         if self.tb is not None:
