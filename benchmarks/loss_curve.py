@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from spangpt.errors import run_script
-from spangpt.reproduce import PAPER_PRETRAIN_LOSS, epoch_losses
+from spangpt.report import PAPER_PRETRAIN_LOSS, epoch_losses
 from spangpt.train import read_metrics
 
 

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from spangpt import report
 from spangpt import reproduce as rp
 from spangpt import stages
 from spangpt.errors import UserError
+from spangpt.report import format_table, plot_losses
 from spangpt.train import read_metrics
 
 TINY_RECIPE = """
@@ -303,7 +303,7 @@ def test_table_mean_std_beside_the_original_hand_computed():
     results = {"recipe": "paper", "seeds": [0, 1], "london": {"correct": 25, "total": 500, "accuracy": 5.0},
                "runs": [run("scratch", 1.0, 0), run("vanilla", 20.0, 0, before=25.4), run("vanilla", 40.0, 1),
                         run("scratch", 2.0, 1)]}
-    lines = report.format_table(results).splitlines()
+    lines = format_table(results).splitlines()
     vanilla = next(line for line in lines if line.startswith("| vanilla"))
     # stdev(20, 40) = sqrt(200) = 14.14; seed 1 finished before the column existed: -
     assert "| 30.0% ± 14.1 | 20.0, 40.0 | 25.4, - | 26.2% |" in vanilla
@@ -320,7 +320,7 @@ def test_loss_plot_skips_a_metrics_line_a_kill_cut_short(tmp_path):
     text = "".join(json.dumps(r) + "\n" for r in good) + '{"step": 6, "epoch": 3, "lo'  # killed mid-write
     (tmp_path / "old.pretrain.metrics.jsonl").write_text(text, encoding="utf-8")
     assert read_metrics(tmp_path / "old.pretrain.metrics.jsonl") == good
-    assert report.plot_losses(tmp_path) and (tmp_path / "losses.png").stat().st_size > 0
+    assert plot_losses(tmp_path) and (tmp_path / "losses.png").stat().st_size > 0
 
 
 def test_a_recipe_without_fine_tuning_after_pretraining_reports_the_pretrained_models(synth_dir, tmp_path):

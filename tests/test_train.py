@@ -7,7 +7,7 @@ import torch
 from spangpt.config import load_recipe, train_config
 from spangpt.errors import UserError
 from spangpt.model import GPT, ModelConfig
-from spangpt.reproduce import epoch_losses
+from spangpt.report import epoch_losses
 from spangpt.train import DECAY_ON, TrainConfig, decay_groups, lr_multiplier, make_optimizer, param_rms, train
 
 SMALL = dict(vocab_size=30, block_size=32, n_layer=1, n_head=2, n_embd=16)
