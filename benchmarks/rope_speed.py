@@ -19,7 +19,8 @@ from spangpt import model as model_module
 from spangpt.data import pack_batch
 from spangpt.errors import run_script
 from spangpt.model import GPT, ModelConfig
-from spangpt.train import autocast_context, train_step, use_bf16
+from spangpt.device import autocast_context, use_bf16
+from spangpt.train import train_step
 
 
 def real_rope(x, cos, sin):

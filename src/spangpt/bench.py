@@ -5,7 +5,7 @@ Two ways to train the same model on the same examples:
   fp32, the original's attention code (separate q/k/v projections, scores masked_fill'ed with -1e10;
   model.CausalSelfAttention._reference), torch.nn.Dropout;
 - fast: what `spangpt pretrain` runs: packed rows, FastDropout, SDPA on CUDA / explicit attention on
-  CPU, bf16 autocast where the hardware has native bf16 (train.use_bf16).
+  CPU, bf16 autocast where the hardware has native bf16 (device.use_bf16).
 
 Measured:
 1. training throughput in real target tokens/s (non-PAD targets) of whole optimizer steps on fresh
@@ -48,8 +48,8 @@ from spangpt.errors import UserError
 from spangpt.evaluate import extract_answer, predict
 from spangpt.generate import greedy_plain
 from spangpt.model import GPT, ModelConfig
-from spangpt.train import (TrainConfig, autocast_context, default_fast_dropout, make_optimizer, pick_attention,
-                           pick_device, train_step, use_bf16)
+from spangpt.device import autocast_context, default_fast_dropout, pick_attention, pick_device, use_bf16
+from spangpt.train import TrainConfig, make_optimizer, train_step
 from spangpt.vocab import MASK, MASK_ID, Vocab
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cs224n"

@@ -19,7 +19,8 @@ from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.evaluate import accuracy, predict, write_predictions
 from spangpt.model import GPT
-from spangpt.train import pick_device, train, wants_fast_dropout
+from spangpt.device import pick_device, wants_fast_dropout
+from spangpt.train import train
 from spangpt.trainlog import check_tensorboard
 
 WIKI, TRAIN_QA = "wiki.txt", "birth_places_train.tsv"

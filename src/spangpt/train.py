@@ -11,15 +11,16 @@ import math
 import random
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
 from spangpt import distributed, errors, state
 from spangpt.data import batch_examples, batches, make_batch
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
+from spangpt.device import autocast_context, pick_attention, pick_device, use_bf16
 from spangpt.model import GPT
 from spangpt.trainlog import TrainLog
 from spangpt.vocab import PAD_ID
@@ -90,42 +91,6 @@ def lr_multiplier(tokens: int, cfg: TrainConfig, total_tokens: int) -> float:
     return max(0.1, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    if precision in ("fp32", "bf16"):
-        return precision == "bf16"
-    if device.type == "cuda":
-        # Measured on an H200 with the paper model: fp32 (TF32 matmuls) ran 486k real tok/s against
-        # 322-385k for bf16 (the model is too small to be matmul-bound), and bf16 with SDPA let the
-        # loss drift up (2.63 -> 2.81 over steps 300-1200) while fp32 kept falling. So fp32 by default.
-        return False
-    if device.type == "cpu":  # native bf16 (AVX512-BF16 / AMX) makes autocast fast; emulated bf16 is slow
-        return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-    return False
-
-
-def wants_fast_dropout(cfg: TrainConfig) -> bool:
-    return cfg.fast_dropout if cfg.fast_dropout is not None else default_fast_dropout(pick_device(cfg.device))
-
-
-def default_fast_dropout(device: torch.device) -> bool:
-    return device.type == "cpu"
-
-
-def pick_attention(name: str, device: torch.device) -> str:
-    """auto: SDPA on CUDA (flash / memory-efficient kernels), explicit math elsewhere (measured faster on CPU)."""
-    return name if name != "auto" else ("sdpa" if device.type == "cuda" else "math")
-
-
 def train_step(model: GPT, optimizer, batch, ctx, grad_clip: float, forward=None, scale=None) -> torch.Tensor:
     """One whole optimizer step on a batch already on the device; returns the loss, not synced.
     forward: what to call for the loss (a torch.compile'd and/or DDP model), default the model itself.
@@ -141,10 +106,6 @@ def train_step(model: GPT, optimizer, batch, ctx, grad_clip: float, forward=None
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss
-
-
-def autocast_context(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 DECAY_ON = ("non-bias", "matrices", "linear")
