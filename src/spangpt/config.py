@@ -18,7 +18,7 @@ except ModuleNotFoundError:  # Python 3.10
 from spangpt.data import CORRUPTIONS
 from spangpt.errors import UserError
 from spangpt.model import VARIANTS, ModelConfig
-from spangpt.train import DECAY_ON, TrainConfig
+from spangpt.train import CHOICES, TrainConfig
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
@@ -31,8 +31,6 @@ EXTRA_KEYS = {"decay_epochs": STAGES, "zero_positions": STAGES,
               **{f"{k}_from_scratch": ("finetune",) for k in FROM_SCRATCH},
               **{k: ("pretrain",) for k in DATA_KEYS}}
 NOT_IN_RECIPE = {"variant": "--variant", "vocab_size": "the corpus"}  # ModelConfig fields set elsewhere
-CHOICES = {"schedule": ("paper", "cosine", "linear", "constant"), "decay_on": DECAY_ON,
-           "precision": ("auto", "fp32", "bf16"), "attention": ("auto", "math", "sdpa")}
 
 
 # Former built-in names: each now a file under benchmarks/recipes/ (its measurements kept reproducible there)

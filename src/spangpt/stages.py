@@ -209,7 +209,7 @@ def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | 
         then, where = info["fingerprint"], out  # a finished run whose state was removed
     else:
         return saved, None
-    now = state.fingerprint(model.cfg.to_dict(), tcfg.to_dict(), draw(random.Random(tcfg.seed)), init)
+    now = state.fingerprint(model.cfg.to_dict(), tcfg.trained(), draw(random.Random(tcfg.seed)), init)
     state.check_same_run(then, now, where)
     return None, {**checkpoint.read_info(out), "finished_before": True}
 

@@ -35,8 +35,6 @@ except ImportError:  # Windows: no flock; runs are then not protected against a 
 
 FORMAT = "spangpt-state-v1"
 MAGIC = FORMAT.encode() + b"\n"
-# TrainConfig fields that say how to run, not what is trained: a run may resume with other values
-RUN_ONLY = ("device", "workers", "progress", "compile", "log_interval", "peak_tflops", "save_every", "max_minutes")
 
 
 @dataclass
@@ -183,12 +181,12 @@ def clean_temp_files(state: Path) -> None:
 
 
 def fingerprint(model_cfg: dict, train_cfg: dict, examples, init: str | None = None) -> dict:
-    """What a resumed run must share with the saved one: the model, the training settings (but not how
-    they are run: RUN_ONLY), the data (a hash of the first epoch's examples) and, for a fine-tuning run,
-    the pretrained weights it started from (init: weights_digest of them; another --init is another run)."""
+    """What a resumed run must share with the saved one: the model, the training settings (train_cfg:
+    TrainConfig.trained(), without how they are run), the data (a hash of the first epoch's examples) and,
+    for a fine-tuning run, the pretrained weights it started from (init: weights_digest of them; another
+    --init is another run)."""
     data = hashlib.sha256(repr(examples).encode()).hexdigest()[:16]
-    train = {k: v for k, v in train_cfg.items() if k not in RUN_ONLY}
-    return json.loads(json.dumps({"model": model_cfg, "train": train, "data": data, "init": init}))  # tuples -> lists
+    return json.loads(json.dumps({"model": model_cfg, "train": train_cfg, "data": data, "init": init}))  # tuples -> lists
 
 
 def weights_digest(model: torch.nn.Module) -> str:

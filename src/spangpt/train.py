@@ -11,7 +11,7 @@ import math
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -28,6 +28,20 @@ from spangpt.vocab import PAD_ID
 EXIT_BUDGET = 75  # --max-minutes used up (sysexits' EX_TEMPFAIL: "try again later"; SIGINT/SIGTERM give 130/143)
 
 
+
+DECAY_ON = ("non-bias", "matrices", "linear")
+
+
+def _choice(default: str, *options: str):
+    """A field that takes one of `options` (checked by config.check_train_config, offered by the CLI)."""
+    return field(default=default, metadata={"choices": (default, *[o for o in options if o != default])})
+
+
+def _run_only(default):
+    """How a run is run, not what it trains: a run may resume with another value (state.fingerprint)."""
+    return field(default=default, metadata={"run_only": True})
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
@@ -39,33 +53,41 @@ class TrainConfig:
     # (every parameter but biases: embeddings, position table and LayerNorm gains too); "matrices" is
     # nanoGPT's (every tensor of 2+ dims: Linear weights and embeddings); "linear" is minGPT's (Linear
     # weights only). At the paper's lr 6e-3 "linear" stalls after ~17 epochs (docs/paper.md#the-loss-curve).
-    decay_on: str = "non-bias"
+    decay_on: str = _choice(*DECAY_ON)
     grad_clip: float = 1.0
     # LR schedule, counted in tokens as the original: every example counts block_size-1 tokens, PAD
     # included (the original adds (y >= 0).sum() of its padded rows), whatever layout we train with.
-    schedule: str = "paper"  # "paper" | "cosine" | "linear" | "constant"
+    schedule: str = _choice("paper", "cosine", "linear", "constant")
     warmup_tokens: int = 512 * 20
     final_tokens: int = 0  # paper: 200 * (pretraining documents) * block_size, resolved by the caller
     max_steps: int = 0  # 0 = no limit
     seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # "fp32" | "bf16" | "auto" (bf16 only on CPUs with native bf16; see use_bf16)
+    device: str = _run_only("auto")
+    precision: str = _choice("auto", "fp32", "bf16")  # auto: bf16 only on CPUs with native bf16 (device.use_bf16)
     pack: bool = True  # several examples per row (same loss, ~2.5x fewer positions on span corruption)
     shuffle: bool = True  # a new order every epoch; false: the file's order, as the original's DataLoader
-    attention: str = "auto"  # "math" | "sdpa" | "auto" (sdpa on CUDA, math on CPU: measured faster there)
+    attention: str = _choice("auto", "math", "sdpa")  # auto: sdpa on CUDA, math on CPU (measured faster there)
     # cheap keep-masks (model.FastDropout) on CPU; on CUDA torch.nn.Dropout is one fused kernel and
     # measured faster. None = choose by device.
     fast_dropout: bool | None = None
-    compile: bool = False
-    log_interval: int = 20  # steps between loss syncs / metrics lines (and loss health checks)
-    save_every: int = 0  # steps between resumable-state saves; 0 = only at the end and when stopped early
-    max_minutes: float = 0.0  # stop (state saved, exit 75) after this much training time; 0 = no limit
-    workers: int | None = None  # batch-preparation processes (0 or 1); None = 1 on CUDA, 0 on CPU
-    peak_tflops: float = 0.0  # the device's peak at this precision; > 0 adds MFU to the metrics
-    progress: bool = True
+    compile: bool = _run_only(False)
+    log_interval: int = _run_only(20)  # steps between loss syncs / metrics lines (and loss health checks)
+    save_every: int = _run_only(0)  # steps between resumable-state saves; 0 = only at the end and when stopped early
+    max_minutes: float = _run_only(0.0)  # stop (state saved, exit 75) after this much training time; 0 = no limit
+    workers: int | None = _run_only(None)  # batch-preparation processes (0 or 1); None = 1 on CUDA, 0 on CPU
+    peak_tflops: float = _run_only(0.0)  # the device's peak at this precision; > 0 adds MFU to the metrics
+    progress: bool = _run_only(True)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def trained(self) -> dict:
+        """The values that say what is trained (every field but the run-only ones): what a resumed run keeps."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
+
+
+CHOICES = {f.name: f.metadata["choices"] for f in fields(TrainConfig) if "choices" in f.metadata}
+RUN_ONLY = tuple(f.name for f in fields(TrainConfig) if f.metadata.get("run_only"))
 
 
 def lr_multiplier(tokens: int, cfg: TrainConfig, total_tokens: int) -> float:
@@ -106,9 +128,6 @@ def train_step(model: GPT, optimizer, batch, ctx, grad_clip: float, forward=None
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss
-
-
-DECAY_ON = ("non-bias", "matrices", "linear")
 
 
 def decay_groups(model: torch.nn.Module, decay_on: str) -> tuple[list[str], list[str]]:
@@ -347,7 +366,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     total_tokens = cfg.epochs * len(first) * tokens_per_example
-    st = state.TrainState(run=state.fingerprint(model.cfg.to_dict(), cfg.to_dict(), first, init),
+    st = state.TrainState(run=state.fingerprint(model.cfg.to_dict(), cfg.trained(), first, init),
                           total_steps=total_steps)
     window = MetricsWindow(device, world)
     last_saved = None  # (step, file) of the newest state written
