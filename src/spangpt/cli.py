@@ -8,7 +8,7 @@ from pathlib import Path
 from spangpt.config import builtin_recipes
 from spangpt.errors import Stopped, UserError
 from spangpt.model import VARIANTS
-from spangpt.train import DECAY_ON
+from spangpt.train import CHOICES
 
 MODEL_OPTS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
 TRAIN_OPTS = ("epochs", "max_steps", "batch_size", "lr", "seed", "device", "precision", "pack", "attention",
@@ -50,14 +50,14 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (the learning-rate schedule stays the full run's)")
     g.add_argument("--batch-size", type=int, help="examples per optimizer step")
     g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--schedule", choices=("paper", "cosine", "linear", "constant"))
-    g.add_argument("--decay-on", choices=DECAY_ON, help="tensors weight decay applies to: non-bias (the original: "
+    g.add_argument("--schedule", choices=CHOICES["schedule"])
+    g.add_argument("--decay-on", choices=CHOICES["decay_on"], help="tensors weight decay applies to: non-bias (the original: "
                    "all but biases), matrices (nanoGPT: 2+ dims), linear (minGPT: Linear weights only)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16"))
+    g.add_argument("--precision", choices=CHOICES["precision"])
     g.add_argument("--pack", type=_bool, metavar="BOOL", help="pack several examples per row (default true)")
-    g.add_argument("--attention", choices=("auto", "math", "sdpa"))
+    g.add_argument("--attention", choices=CHOICES["attention"])
     g.add_argument("--fast-dropout", type=_bool, metavar="BOOL", help="cheap dropout masks, model.FastDropout (default: on CPU, off on CUDA)")
     g.add_argument("--compile", type=_bool, metavar="BOOL", help="torch.compile the model (default false)")
     g.add_argument("--log-interval", type=int, help="steps between metrics lines")
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     p.add_argument("--device")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--precision", choices=CHOICES["precision"])
     p.add_argument("--max-steps", type=int, help="cap every training stage (smoke tests)")
     p.add_argument("--save-every", type=int, metavar="N", help="save each stage's resumable state every N steps "
                    "(an interrupted table always continues where it stopped when run again)")
