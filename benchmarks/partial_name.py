@@ -15,21 +15,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spangpt.corpus import name_in_question, question
 from spangpt.data import load_questions
 from spangpt.errors import run_script
 
-PREFIX, SUFFIX = "Where was ", " born?"
 
-
-def partial_questions(question: str) -> dict[str, str] | None:
+def partial_questions(q: str) -> dict[str, str] | None:
     """{"first": ..., "last": ...}: the question with the name's first or last word alone; None when
     the name is one word (nothing to drop) or the question is not of the usual form."""
-    if not (question.startswith(PREFIX) and question.endswith(SUFFIX)):
-        return None
-    words = question.removeprefix(PREFIX).removesuffix(SUFFIX).split()  # as recall_probe.py reads the name
+    words = (name_in_question(q) or "").split()
     if len(words) < 2:
         return None
-    return {"first": PREFIX + words[0] + SUFFIX, "last": PREFIX + words[-1] + SUFFIX}
+    return {"first": question(words[0]), "last": question(words[-1])}
 
 
 def compare(full: list[str], partial: list[str], answers: list[str]) -> dict:

@@ -15,8 +15,8 @@ first 96 characters (what the original's pretraining ever shows):
                   pretraining that mixed the training pairs in: mix_qa).
 - after PREFIX:   with --prefix TEXT, the own line after TEXT ("Ab. Khatchig Mouradian. ... born in "): the same
                   words shifted off the start of the sequence -> does recall depend on standing at the start?
-- focus form:     with --focus, the entity-centred examples' format (`focus` in a recipe; data._focused): the
-                  name, the four words before the answer, ⁇, the line after it, ⁇ ("Khatchig Mouradian.
+- focus form:     with --focus, the entity-centred examples' format (`focus` in a recipe; corpus.focus_example):
+                  the name, the four words before the answer, ⁇, the line after it, ⁇ ("Khatchig Mouradian.
                   translator born in ⁇ .⁇") -> is the fact stored only in the form, and at the positions,
                   those examples put it?
 A fact stored but not reached from a question is what fine-tuning cannot extract. Prints counts.
@@ -27,44 +27,45 @@ import argparse
 from pathlib import Path
 
 from spangpt import checkpoint, state
-from spangpt.data import _focused, load_corpus, load_questions, load_wiki
+from spangpt.corpus import MAX_SHOWN, focus_example, lines_by_name, name_in_question, question
+from spangpt.data import load_corpus, load_questions, load_wiki
 from spangpt.errors import run_script
 from spangpt.evaluate import accuracy, predict
 from spangpt.generate import greedy_batched
 from spangpt.model import GPT, ModelConfig
 
-LIMIT = 96  # int(block_size * 3 / 4): the original never shows a line past this
-MAX_PREFIX = 16  # line (<= 96) + prefix + a 16-character answer fit the 128-character block
-FOCUS_LENGTH = 50  # a focus example's drawn length is uniform on [4, 96]: the probe takes its mean
+MAX_PREFIX = 16  # line (<= MAX_SHOWN = 96) + prefix + a 16-character answer fit the 128-character block
+FOCUS_LENGTH = (4 + MAX_SHOWN) // 2  # 50: a focus example's drawn length is uniform on [4, 96]; the mean
 
 
 def cases(data: Path, split: str) -> list[tuple[str, str, str, str]]:
-    """(name, answer, line up to the answer, line after it) for each question answerable from its own line."""
-    lines = {}
-    for line in load_corpus(data / "wiki.txt"):
-        lines.setdefault(line.split(". ")[0], line)
+    """(name, answer, line up to the answer, line after it) for each question answerable from its own line.
+
+    The line is found by its whole name, initials included ("Douglas P. Fry. ..."), as pretraining reads it."""
+    lines = lines_by_name(load_corpus(data / "wiki.txt"))
     out = []
     for q, a in load_questions(data / split):
-        name = q.removeprefix("Where was ").removesuffix(" born?")
-        line = lines.get(name, "")
+        name = name_in_question(q)
+        line = lines.get(name, "")  # none for a question not of the usual form (name None)
         i = line.find(a)
-        if i >= 0 and i + len(a) <= LIMIT:
+        if i >= 0 and i + len(a) <= MAX_SHOWN:
             out.append((name, a, line[:i], line[i + len(a):]))
     return out
 
 
 class _Earliest:
-    """In place of data._focused's random generator: the window starts at the earliest word it allows."""
+    """In place of focus_example's random generator: the window starts at the earliest word it allows."""
     @staticmethod
     def choice(xs):
         return xs[0]
 
 
 def focus_prompt(name: str, answer: str, before: str, after: str) -> str:
-    """The line as data._focused builds a focus example masking the answer, with the most words it allows
-    before the masked run (four) and a drawn length of FOCUS_LENGTH, cut before the masked run itself."""
+    """The line as corpus.focus_example builds a focus example masking the answer, with the most words it
+    allows before the masked run (four) and a drawn length of FOCUS_LENGTH, cut before the masked run itself."""
     start = len(before)
-    example = _focused(before + answer + after, len(name) + 2, (start, start + len(answer)), FOCUS_LENGTH, _Earliest())
+    line, run = before + answer + after, (start, start + len(answer))
+    example = focus_example(line, len(name) + 2, run, FOCUS_LENGTH, _Earliest())
     return example[: -len(answer) - 1]  # the answer and its closing ⁇ are what the model must produce
 
 
@@ -89,7 +90,7 @@ def recall(ckpt: Path, data: Path, split: str, prefix: str = "", focus: bool = F
     found = cases(data, split)
     prompts = {
         "own line": [head for _, _, head, _ in found],
-        "after question": [f"Where was {n} born? " + head[len(n) + 2:] for n, _, head, _ in found],
+        "after question": [question(n) + " " + head[len(n) + 2:] for n, _, head, _ in found],
     }
     if prefix:
         prompts[f"after {prefix!r}"] = [prefix + head for _, _, head, _ in found]
@@ -99,7 +100,7 @@ def recall(ckpt: Path, data: Path, split: str, prefix: str = "", focus: bool = F
     for kind, texts in prompts.items():
         outs = greedy_batched(model, [vocab.encode(t) for t in texts], max_new=32)
         res[kind] = (sum(vocab.decode(o).startswith(a) for o, (_, a, _, _) in zip(outs, found)), len(found))
-    preds = predict(model, vocab, [f"Where was {n} born?" for n, _, _, _ in found])
+    preds = predict(model, vocab, [question(n) for n, _, _, _ in found])
     res["question"] = accuracy(preds, [a for _, a, _, _ in found])
     return res
 
@@ -113,7 +114,8 @@ def main() -> None:
     p.add_argument("--focus", action="store_true", help="also recall each answer from the line in focus form")
     args = p.parse_args()
     if len(args.prefix) > MAX_PREFIX:
-        p.error(f"--prefix: at most {MAX_PREFIX} characters (lines run to {LIMIT}, and the answer needs room in the block)")
+        p.error(f"--prefix: at most {MAX_PREFIX} characters (lines run to {MAX_SHOWN}, and the answer needs room "
+                "in the block)")
     for ckpt in args.ckpt:
         for split in args.splits:
             res = recall(ckpt, args.data, split, args.prefix, args.focus)

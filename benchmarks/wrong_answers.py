@@ -17,28 +17,16 @@ import argparse
 import random
 from pathlib import Path
 
-from spangpt.data import _name_head, load_corpus, load_questions, read_text
+from spangpt.corpus import MAX_SHOWN, lines_by_name, name_in_question
+from spangpt.data import load_corpus, load_questions, read_text
 from spangpt.errors import UserError, run_script
-
-LIMIT = 96  # int(block_size * 3 / 4): the original never shows a line past this
-
-
-def _name(question: str) -> str:
-    return question.removeprefix("Where was ").removesuffix(" born?")  # as recall_probe.py reads it
-
-
-def _lines_by_name(wiki: list[str]) -> dict[str, str]:
-    lines = {}
-    for line in wiki:
-        lines.setdefault(line[: _name_head(line) - 2], line)
-    return lines
 
 
 def classify(wiki: list[str], questions: list[tuple[str, str]], preds: list[str], draws: int = 20,
              seed: int = 0) -> dict:
     """Counts over the questions: right, wrong, wrong and in the own line, wrong for a person with
     namesakes, wrong and in a namesake's line, and that last count by chance (random lines, mean of draws)."""
-    lines = _lines_by_name(wiki)
+    lines = lines_by_name(wiki)
     by_word: dict[str, list[str]] = {}
     for name in lines:
         for w in set(name.split()):
@@ -51,7 +39,7 @@ def classify(wiki: list[str], questions: list[tuple[str, str]], preds: list[str]
             c["right"] += 1
             continue
         c["wrong"] += 1
-        name = _name(q)
+        name = name_in_question(q) or ""  # a question not of the usual form asks about no one
         own = lines.get(name, "")
         if pred and pred in own:
             c["own_line"] += 1
@@ -69,11 +57,11 @@ def classify(wiki: list[str], questions: list[tuple[str, str]], preds: list[str]
 def by_position(wiki: list[str], questions: list[tuple[str, str]], preds: list[str]) -> dict:
     """{where: (right, questions)} for where the answer ends in the person's line: "first 96", "past 96",
     "not in line" (its first occurrence; a person without a line counts as not in line)."""
-    lines = _lines_by_name(wiki)
+    lines = lines_by_name(wiki)
     out = {"first 96": [0, 0], "past 96": [0, 0], "not in line": [0, 0]}
     for (q, answer), pred in zip(questions, preds):
-        i = lines.get(_name(q), "").find(answer)
-        where = "not in line" if i < 0 else "first 96" if i + len(answer) <= LIMIT else "past 96"
+        i = lines.get(name_in_question(q), "").find(answer)
+        where = "not in line" if i < 0 else "first 96" if i + len(answer) <= MAX_SHOWN else "past 96"
         out[where][0] += pred == answer
         out[where][1] += 1
     return {k: tuple(v) for k, v in out.items()}

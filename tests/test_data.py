@@ -6,9 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spangpt.data import (_capitalised_runs, _name_head, batch_examples, batches, finetune_example, load_corpus,
-                          load_questions, numbered_questions, pack_batch, pack_rows, pad_batch, padded_strings,
-                          pretrain_example, span_corruption)
+from spangpt.data import (batch_examples, batches, finetune_example, load_corpus, load_questions, numbered_questions,
+                          pack_batch, pack_rows, pad_batch, padded_strings, pretrain_example, span_corruption)
 from spangpt.errors import UserError
 from spangpt.vocab import MASK, PAD, PAD_ID, Vocab
 
@@ -301,38 +300,6 @@ def test_blank_lines_are_skipped_and_an_empty_corpus_is_an_error(tmp_path):
     wiki.write_text("\n \n", encoding="utf-8")
     with pytest.raises(UserError, match=r"wiki\.txt: the corpus is empty"):
         load_corpus(wiki)
-
-
-@pytest.mark.parametrize("line, runs", [
-    ("Ann Lee. born in New York City, USA .", ["New York City", "USA"]),
-    ("Ann Lee. born in (New York City) and (\"Big Apple\") .", ["New York City", "Big Apple"]),
-    ("Ann Lee. born in Paris (France) .", ["Paris", "France"]),
-    ("Ann Lee. a (New) York story .", ["New", "York"]),
-    ("Ann Lee. studied at Harvard (MA, 1950) .", ["Harvard", "MA"]),
-])
-def test_capitalised_runs_keep_bracketed_names_whole(line, runs):
-    """Opening punctuation used to end a run after its first word ("(New York City)" gave "New" and
-    "York City"), to join the runs around it ("Harvard (MA": 257 of the real 2,937 lines had such runs) and
-    to shift the start by one character only ('("New' gave '"Ne')."""
-    got = _capitalised_runs(line, len("Ann Lee. "))
-    assert [line[a:b] for a, b in got] == runs
-
-
-@pytest.mark.parametrize("line, name", [
-    ("Khatchig Mouradian. Khatchig Mouradian is a journalist born in Lebanon .", "Khatchig Mouradian"),
-    ("Douglas P. Fry. Douglas P Fry (born 1953 in Boston) .", "Douglas P. Fry"),
-    ("A. G. E. Blake. Anthony Blake was born in the UK .", "A. G. E. Blake"),
-    ("J.C. Patterson. Born in Armagh, Ireland in 1839, Patterson was educated .", "J.C. Patterson"),
-    ("Gritakumar E. Chitty. Gritakumar E Chitty (b. 14 June 1939, Colombo) .", "Gritakumar E. Chitty"),
-    ("Asa G. Yancey, Sr.. Asa G Yancey Sr., M.D., was born in Atlanta .", "Asa G. Yancey, Sr."),
-    ("Anastasius I. Pope Saint Anastasius I, born in Rome .", "Anastasius I"),  # no other ". ": the first
-    ("Ann Lee. She moved to the U. S. in 1950 .", "Ann Lee"),  # an initial after the name changes nothing
-])
-def test_the_name_head_runs_past_initials(line, name):
-    """The first ". " ended the name even after an initial ("Douglas P. "): 145 of the real 2,937 lines, whose
-    `focus`, `window` and `salient_mask` examples then kept only part of the name."""
-    assert line[:_name_head(line)] == name + ". "
-    assert _name_head("no name here .") == 0
 
 
 def test_question_lines_end_at_newline_only(tmp_path):

@@ -9,6 +9,9 @@ def test_partial_questions_keep_one_word_of_the_name():
                                                                   "last": "Where was Moe born?"}
     assert mod.partial_questions("Where was Plato born?") is None  # nothing to drop
     assert mod.partial_questions("Who is Ann Lee?") is None
+    assert mod.partial_questions("Where was born?") is None  # not "born?": the two ends share one space
+    assert mod.partial_questions("Where was Asa G. Yancey, Sr. born?") == {"first": "Where was Asa born?",
+                                                                          "last": "Where was Sr. born?"}
 
 
 def test_compare_against_hand_computed_counts():

@@ -3,8 +3,8 @@ import random
 
 from conftest import REAL_DATA, needs_real_data
 
-from spangpt.data import (_name_head, finetune_example, load_corpus, load_questions, padded_strings, pretrain_example,
-                          read_text)
+from spangpt.corpus import head_length, name_in_question
+from spangpt.data import finetune_example, load_corpus, load_questions, padded_strings, pretrain_example, read_text
 from spangpt.evaluate import london_baseline
 from spangpt.model import GPT, ModelConfig
 from spangpt.vocab import MASK, PAD, Vocab
@@ -49,10 +49,9 @@ def test_london_baseline_is_five_percent():
 def test_every_wiki_line_starts_with_the_name_its_question_asks_about():
     """The name head that `focus`, `window` and `salient_mask` keep first is the QA files' name, line by line."""
     def asked(name, answers=True):  # "Where was NAME born?" -> NAME
-        return {q.removeprefix("Where was ").removesuffix(" born?")
-                for q, _ in load_questions(REAL_DATA / name, need_answers=answers)}
+        return {name_in_question(q) for q, _ in load_questions(REAL_DATA / name, need_answers=answers)}
 
     names = asked("birth_places_train.tsv") | asked("birth_dev.tsv") | asked("birth_test_inputs.tsv", answers=False)
-    heads = [d[:_name_head(d)] for d in load_corpus(REAL_DATA / "wiki.txt")]
+    heads = [d[:head_length(d)] for d in load_corpus(REAL_DATA / "wiki.txt")]
     assert all(h.endswith(". ") for h in heads)
     assert sum(h[:-2] in names for h in heads) == 2937

@@ -50,6 +50,31 @@ def test_cases_keep_answers_inside_the_first_96_characters_of_the_persons_first_
     assert _probe().cases(tmp_path, "birth_dev.tsv") == [("Ann Lee", "Paris", "Ann Lee. Ann Lee was born in ", " .")]
 
 
+def test_a_name_with_initials_finds_its_line(tmp_path, monkeypatch):
+    """The probe took the text before a line's first ". " for the name: "Douglas P" for "Douglas P. Fry. ...",
+    so no question about a person whose name holds an initial was ever asked."""
+    (tmp_path / "wiki.txt").write_text("\n".join([
+        "Douglas P. Fry. Douglas P. Fry was born in Paris .",
+        "J.C. Patterson. Born in Oslo in 1839 .",
+        "Zed. Where was I born? Nowhere .",  # the question characters, for the vocabulary
+    ]) + "\n", encoding="utf-8")
+    (tmp_path / "birth_dev.tsv").write_text(
+        "Where was Douglas P. Fry born?\tParis\nWhere was J.C. Patterson born?\tOslo\n", encoding="utf-8")
+    probe = _probe()
+    assert probe.cases(tmp_path, "birth_dev.tsv") == [
+        ("Douglas P. Fry", "Paris", "Douglas P. Fry. Douglas P. Fry was born in ", " ."),
+        ("J.C. Patterson", "Oslo", "J.C. Patterson. Born in ", " in 1839 ."),
+    ]
+    _, vocab = load_wiki(tmp_path / "wiki.txt")
+    prompts_seen = []
+    monkeypatch.setattr(probe, "greedy_batched", _fake_greedy(vocab, prompts_seen, "Douglas"))  # else "Oslo"
+    monkeypatch.setattr(probe, "predict", lambda model, vocab, qs: ["Paris" for _ in qs])
+    res = probe.recall(_checkpoint(tmp_path, vocab), tmp_path, "birth_dev.tsv")
+    assert res == {"own line": (2, 2), "after question": (1, 2), "question": (1, 2)}
+    assert prompts_seen[2:] == ["Where was Douglas P. Fry born? Douglas P. Fry was born in ",
+                                "Where was J.C. Patterson born? Born in "]
+
+
 def _faked_probe(tmp_path, monkeypatch, recalls_after: str, answer: str):
     """The probe module over the small corpus and a tiny checkpoint, its decoder faked: greedy decoding
     completes the place only for prompts that start with recalls_after, and every question gets answer.
@@ -86,8 +111,8 @@ def test_focus_prompt_by_hand():
 
 
 def test_focus_prompt_is_a_focus_example_without_its_answer():
-    """The second implementation: data._focused, with its draw of the window's start made the earliest one."""
-    from spangpt.data import _capitalised_runs, _focused, _name_head
+    """The second implementation: corpus.focus_example, its draw of the window's start made the earliest one."""
+    from spangpt.corpus import capitalised_runs, focus_example, head_length
 
     class Earliest:
         def choice(self, xs):
@@ -95,11 +120,11 @@ def test_focus_prompt_is_a_focus_example_without_its_answer():
 
     line = ("Cy Dee. Cy Dee (born 1 May 1950 in Rome, Lazio) was an Italian painter of large canvases whose work "
             "hangs in Milan .")
-    head = _name_head(line)
+    head = head_length(line)
     probe = _probe()
-    for start, end in _capitalised_runs(line, head):
+    for start, end in capitalised_runs(line, head):
         answer = line[start:end]
-        expected = _focused(line, head, (start, end), probe.FOCUS_LENGTH, Earliest())
+        expected = focus_example(line, head, (start, end), probe.FOCUS_LENGTH, Earliest())
         assert probe.focus_prompt("Cy Dee", answer, line[:start], line[end:]) + answer + "⁇" == expected
 
 

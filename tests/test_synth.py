@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from spangpt import synth
+from spangpt.corpus import name_of
 from spangpt.errors import UserError
 
 REAL = Path(__file__).resolve().parents[2] / "shared/data/cs224n"
@@ -82,7 +83,7 @@ def test_split_sizes(corpus):
 
 def test_wiki_not_in_split_order(corpus):
     files, _, _ = corpus
-    wiki_names = [line.split(". ")[0] for line in files["wiki.txt"].split("\n")]
+    wiki_names = [name_of(line) for line in files["wiki.txt"].split("\n")]
     tsv_names = [n for f in TSVS for n, _ in parse_tsv(files[f])]
     assert wiki_names != tsv_names and sorted(wiki_names) == sorted(tsv_names)
 
@@ -224,7 +225,7 @@ def test_simple_style_is_one_plain_sentence_and_keeps_the_vocabulary_property():
     plain = [line for line in lines if " was born in " in line and '"' not in line]
     assert len(plain) >= len(lines) - 5
     for line in plain:
-        name = line.split(". ")[0]
+        name = name_of(line)
         assert line.startswith(f"{name}. {name} was born in ") and line.endswith(" .")
     assert set("".join(files[f] for f in synth.FILES if f.endswith(".tsv"))) - {"\t", "\n"} <= set(files["wiki.txt"])
     with pytest.raises(UserError, match="unknown corpus style"):

@@ -10,15 +10,16 @@ spending ~60% of the compute on PAD positions.
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from spangpt.corpus import capitalised_runs, focus_example, head_length, max_shown
 from spangpt.errors import UserError, where
 from spangpt.fileio import read_bytes
 from spangpt.vocab import MASK, PAD_ID, Vocab
+
 
 # ----------------------------------------------------------------------------- files
 
@@ -88,7 +89,7 @@ def span_corruption(doc: str, block_size: int, rng: random.Random, window: bool 
                     salient: float = 0.0, focus: float = 0.0, corruption: str = "spangpt") -> str:
     """The original pretraining objective, as a string: prefix⁇suffix⁇masked⁇ (unpadded).
 
-    1. truncate to a random length of at most int(block_size*3/4);
+    1. truncate to a random length of at most corpus.max_shown(block_size) = int(block_size*3/4);
     2. cut into prefix + masked + suffix, the masked span 1/4 of the truncated length on average;
     3. rearrange so the model must generate the masked span after seeing both sides of it.
 
@@ -106,24 +107,24 @@ def span_corruption(doc: str, block_size: int, rng: random.Random, window: bool 
     - salient: with this probability, the masked span is a run of capitalised words after the name (a
       place, a person, an institution) instead of a random span: salient-span masking (REALM, Guu et al.
       2020), so more examples ask for exactly the kind of fact a question asks for.
-    - focus: with this probability, an entity-centred example (see _focused): the name, a few words, and a
-      masked capitalised run. Every such example asks for a fact about the person, in a context short
-      enough that the name has to be the key.
+    - focus: with this probability, an entity-centred example (see corpus.focus_example): the name, a few
+      words, and a masked capitalised run. Every such example asks for a fact about the person, in a context
+      short enough that the name has to be the key.
     """
     if corruption not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {corruption!r} (one of {', '.join(CORRUPTIONS)})")
     original = corruption == "original"
-    limit = int(block_size * 3 / 4)
+    limit = max_shown(block_size)
     if original:
         top = min(limit, len(doc))
         length = rng.randint(4, top) if top >= 4 else len(doc)
     else:
         length = rng.randint(4, limit)
-    head = _name_head(doc) if window or salient or focus else 0
+    head = head_length(doc) if window or salient or focus else 0
     if focus and rng.random() < focus:
-        runs = [(a, b) for a, b in _capitalised_runs(doc, head) if doc[a:b] not in doc[:head]]  # not the name again
+        runs = [(a, b) for a, b in capitalised_runs(doc, head) if doc[a:b] not in doc[:head]]  # not the name again
         if runs:
-            return _focused(doc, head, rng.choice(runs), length, rng)
+            return focus_example(doc, head, rng.choice(runs), length, rng)
     if window and len(doc) > length and 0 < head < length:
         body = length - head
         starts = [head] + [i + 1 for i in range(head, len(doc) - body) if doc[i] == " "]
@@ -132,7 +133,7 @@ def span_corruption(doc: str, block_size: int, rng: random.Random, window: bool 
     else:
         doc = doc[:length]
     n = len(doc)
-    spans = _capitalised_runs(doc, head) if salient and rng.random() < salient else []
+    spans = capitalised_runs(doc, head) if salient and rng.random() < salient else []
     if spans:
         start, end = rng.choice(spans)
         masked_len = end - start
@@ -142,58 +143,6 @@ def span_corruption(doc: str, block_size: int, rng: random.Random, window: bool 
         start = rng.randint(0, n - masked_len)
     prefix, masked, suffix = doc[:start], doc[start : start + masked_len], doc[start + masked_len :]
     return prefix + MASK + suffix + MASK + masked + MASK
-
-
-def _focused(doc: str, head: int, run: tuple[int, int], length: int, rng: random.Random) -> str:
-    """NAME. <0-4 words before the run>⁇<what follows, up to the drawn length>⁇<run>⁇
-
-    "Khatchig Mouradian. translator born in ⁇ .⁇Lebanon⁇": the original's format and masking, on a window
-    of the line that starts up to four words before one of its capitalised runs and masks that run."""
-    start, end = run
-    words = [head] + [i + 1 for i in range(head, start) if doc[i] == " "]  # word starts up to the run's
-    s = rng.choice(words[-5:])
-    stop = min(len(doc), max(end, s + length - head))
-    return doc[:head] + doc[s:start] + MASK + doc[end:stop] + MASK + doc[start:end] + MASK
-
-
-_INITIAL = re.compile(r"(?:^|\s)(?:[A-Z]\.)*[A-Z]$")  # "P" or "J.C" just before a ". "
-
-
-def _name_head(doc: str) -> int:
-    """Length of the leading "NAME. " of a wiki line (0 if it has none).
-
-    A ". " after an initial is inside the name ("Douglas P. Fry. Douglas P Fry was...", "J.C. Patterson.
-    Born in..."), unless no other ". " follows ("Anastasius I. Pope Saint..."). On the real wiki.txt the
-    heads then match the names in the QA files on all 2,937 lines, against 2,792 for the first ". "."""
-    first = i = doc.find(". ")
-    while i > 0 and _INITIAL.search(doc, 0, i):
-        i = doc.find(". ", i + 1)
-    if i <= 0:
-        i = first
-    return i + 2 if i > 0 else 0
-
-
-def _capitalised_runs(doc: str, after: int) -> list[tuple[int, int]]:
-    """(start, end) of each run of capitalised words in doc[after:], punctuation around a word excluded;
-    punctuation before a word starts a new run, after it ends the run:
-    "born in New York City, USA ." -> "New York City", "USA"; "(New York City)" -> "New York City"."""
-    runs: list[list[int]] = []
-    open_run = False
-    for m in re.finditer(r"\S+", doc[after:]):
-        word = m.group()
-        inner = word.lstrip("(\"'")
-        core = inner.rstrip(",.;:)!?'\"")
-        if core[:1].isupper():
-            start = after + m.start() + len(word) - len(inner)
-            end = start + len(core)
-            if open_run and inner == word:  # "New York": continue; "New (York": a new run
-                runs[-1][1] = end
-            else:
-                runs.append([start, end])
-            open_run = core == inner  # punctuation after the word ends the run
-        else:
-            open_run = False
-    return [(a, b) for a, b in runs]
 
 
 def shift(ids: list[int], y: list[int], block_size: int):

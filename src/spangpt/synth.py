@@ -15,6 +15,7 @@ import random
 import re
 from pathlib import Path
 
+from spangpt.corpus import question
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 
@@ -201,7 +202,7 @@ def generate(people: int = 600, seed: int = 0, style: str = "varied", bios: int 
     train, dev, test = order[:n_train], order[n_train:n_train + n_dev], order[n_train + n_dev:]
 
     def tsv(idx, answers=True):
-        return "".join(f"Where was {names[i]} born?" + (f"\t{places[i]}" if answers else "") + "\n"
+        return "".join(question(names[i]) + (f"\t{places[i]}" if answers else "") + "\n"
                        for i in idx)
 
     wiki_order = list(range(len(lines)))
