@@ -163,6 +163,13 @@ def cmd_reproduce(args) -> None:
         raise
 
 
+def cmd_export(args) -> None:
+    from spangpt.export import export
+
+    r = export(args.ckpt, args.out)
+    print(f"wrote {args.out}: {r['architecture']}, logits within {r['max_logit_diff']:.1g} of the checkpoint's")
+
+
 def cmd_demo(args) -> None:
     from spangpt.reproduce import demo
 
@@ -196,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, required=True, help="predictions, one per line")
         p.add_argument("--device", default="auto")
         p.set_defaults(fn=lambda a, need=need: cmd_evaluate(a, need))
+
+    p = sub.add_parser("export", help="write a checkpoint as a Hugging Face transformers folder (needs the [hf] extra)")
+    p.add_argument("ckpt", type=Path, help="checkpoint (.safetensors)")
+    p.add_argument("--out", type=Path, required=True, help="folder for config.json, model.safetensors, the "
+                   "tokenizer and a model card")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("baseline", help="score 'always London' on a question<TAB>answer file")
     p.add_argument("--input", type=Path, required=True)
