@@ -240,3 +240,24 @@ def test_export_cli_prints_the_architecture_and_the_logit_difference(exported, t
     out = capsys.readouterr().out
     assert "GPTNeoXForCausalLM" in out and "logits within" in out
     assert main(["export", str(ckpt), "--out", str(tmp_path / "hf")]) == 0  # an earlier export is replaced
+
+
+def test_the_model_card_gives_the_dev_score_of_a_reproduce_run(exported, tmp_path):
+    """In a `reproduce` run folder, result.json scores the final model and, as before_finetune, the pretrained
+    one: the card of each checkpoint gives its own score; elsewhere it says the score is not recorded."""
+    from spangpt.export import export
+
+    ckpt, _ = exported["vanilla"]
+    run = tmp_path / "vanilla" / "seed0"
+    run.mkdir(parents=True)
+    for name in ("pretrain.safetensors", "finetune.safetensors"):
+        (run / name).write_bytes(ckpt.read_bytes())
+    (run / "result.json").write_text(json.dumps({"correct": 7, "total": 20, "finetune": {},
+                                                 "before_finetune": {"correct": 5, "total": 20}}))
+    cards = {}
+    for name in ("pretrain", "finetune"):
+        export(run / f"{name}.safetensors", tmp_path / name)
+        cards[name] = (tmp_path / name / "README.md").read_text(encoding="utf-8")
+    assert "5 of 20 dev questions: 25.0%" in cards["pretrain"]
+    assert "7 of 20 dev questions: 35.0%" in cards["finetune"]
+    assert "Not recorded" in (exported["vanilla"][1] / "README.md").read_text(encoding="utf-8")

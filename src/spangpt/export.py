@@ -44,7 +44,8 @@ def export(ckpt: Path, out: Path) -> dict:
     if model.cfg.variant == "rope":
         _keep_legacy_rotary_keys(out / "config.json", model.cfg.rope_base)
     save_tokenizer(vocab, model.cfg.block_size, out, transformers)
-    (out / "README.md").write_text(model_card(ckpt, model, info, type(hf_model).__name__), encoding="utf-8")
+    card = model_card(ckpt, model, {**info, **_run_score(ckpt)}, type(hf_model).__name__)
+    (out / "README.md").write_text(card, encoding="utf-8")
     return {"architecture": type(hf_model).__name__, "max_logit_diff": diff}
 
 
@@ -290,6 +291,23 @@ def _recipe(info: dict) -> str:
         loss = f"{loss:.4f}" if isinstance(loss, float) else loss
         lines.append(f"- result: {result.get('steps')} steps, final training loss {loss}")
     return "\n".join(lines)
+
+
+def _run_score(ckpt: Path) -> dict:
+    """The dev score of a checkpoint in a `reproduce` run folder (RUN/seedN/result.json beside it), or {}:
+    result.json scores the run's final model, and `before_finetune` its pretrained one."""
+    try:
+        result = json.loads((ckpt.parent / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(result, dict):
+        return {}
+    final = "finetune.safetensors" if "finetune" in result else "pretrain.safetensors"
+    scored = result if ckpt.name == final else result.get("before_finetune") if ckpt.name == "pretrain.safetensors" \
+        else None
+    if not isinstance(scored, dict):
+        return {}
+    return {"correct": scored.get("correct"), "total": scored.get("total")}
 
 
 def _dev_score(info: dict) -> str:
