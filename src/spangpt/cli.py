@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from spangpt.config import builtin_recipes
 from spangpt.errors import Stopped, UserError
-from spangpt.model import VARIANTS
-from spangpt.train import CHOICES
+from spangpt.model import VARIANTS, ModelConfig
+from spangpt.train import CHOICES, TrainConfig
 
-MODEL_OPTS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")
-TRAIN_OPTS = ("epochs", "max_steps", "batch_size", "lr", "seed", "device", "precision", "pack", "attention",
-              "compile", "schedule", "decay_on", "fast_dropout", "log_interval", "peak_tflops", "workers",
-              "save_every", "max_minutes")
+# The config fields a training command's options override: every field of the two dataclasses that has an
+# option of the same name (the recipe fills the rest); the model's size comes from the recipe or the options,
+# its variant and vocabulary never (--variant, the corpus).
+MODEL_OPTS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("vocab_size", "variant"))
+TRAIN_OPTS = tuple(f.name for f in fields(TrainConfig))
 
 
 def _bool(s: str) -> bool:
