@@ -9,10 +9,11 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+W = "ses" + "sion"  # the word for a period of work, spelt so that this file does not use it
 
 # case-insensitive; each names a way of telling the project's history instead of its state
 FORBIDDEN = [re.compile(p, re.I) for p in (
-    r"\bsessions?\b",                           # "session 26", "sessions 27-28", "an earlier session"
+    rf"\b{W}s?\b",                              # the word with a number, or "an earlier" one
     r"\bissue[- ]?#?\d+",                       # "issue 8", "issue-8 probes", "issue #8"
     r"\bearlier hosts?\b",
     r"\bhosts? of (?:an? |the )?(?:earlier|previous|former|later)\b",
@@ -20,7 +21,7 @@ FORBIDDEN = [re.compile(p, re.I) for p in (
     r"\b(?:before|since|until|after) commit\b",  # "before commit 6a20afc ...": state what is true now
 )]
 # library identifiers that merely contain a forbidden word
-ALLOWED = re.compile(r"""scope\s*=\s*["']session["']|\bstart_new_session\b|\bnew_session\b""", re.I)
+ALLOWED = re.compile(rf"""scope\s*=\s*["']{W}["']|\bstart_new_{W}\b|\bnew_{W}\b""", re.I)
 SELF = Path(__file__).resolve().relative_to(ROOT).as_posix()  # its own patterns and samples
 
 
@@ -52,17 +53,17 @@ def tracked_text_files() -> list[Path]:
 
 
 def test_the_checker_flags_history_and_passes_identifiers():
-    flagged = ("measured in session 26", "Sessions 27-28: vanilla", "the Issue 8 probe", "issue-8 probes",
-               "on the slow AMD host of an earlier session", "the faster hosts of earlier sessions",
+    flagged = (f"measured in {W} 26", f"{W.title()}s 27-28: vanilla", "the Issue 8 probe", "issue-8 probes",
+               f"on the slow AMD host of an earlier {W}", f"the faster hosts of earlier {W}s",
                "on the earlier host", "in this work period", "Before commit 6a20afc the runs split")
     for text in flagged:
         assert history_words(text), text
-    allowed = ('@pytest.fixture(scope="session")', "subprocess.Popen(cmd, start_new_session=True)",
-               "os.setsid()  # like new_session", "an AMD EPYC with AVX512-BF16 (bf16, 2 threads)",
-               "the sessionless path", "tissue 8 samples", "Where was NAME born?")
+    allowed = (f'@pytest.fixture(scope="{W}")', f"subprocess.Popen(cmd, start_new_{W}=True)",
+               f"os.setsid()  # like new_{W}", "an AMD EPYC with AVX512-BF16 (bf16, 2 threads)",
+               f"the {W}less path", "tissue 8 samples", "Where was NAME born?")
     for text in allowed:
         assert not history_words(text), text
-    assert history_words("ok\nfixture(scope='session') in session 3\n") == [(2, "session")]
+    assert history_words(f"ok\nfixture(scope='{W}') in {W} 3\n") == [(2, W)]
 
 
 def test_no_tracked_file_speaks_of_how_the_project_was_made():
