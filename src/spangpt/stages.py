@@ -183,8 +183,9 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
             if saved is not None:
                 print(f"resuming from {saved.path} at step {saved.step}", flush=True)
             _start(run, out, quiet)
+        # no state is written after the last step unless it is to be kept
         res = train(model, draw, tcfg, sidecar(out, ".metrics.jsonl"), desc, state_path=state_path, resume=saved,
-                    init=run.get("init_weights"), tensorboard=tensorboard)
+                    init=run.get("init_weights"), tensorboard=tensorboard, final_state=keep_state)
         info = {**run, "result": _summary(res), "fingerprint": res.fingerprint}
         if main:
             checkpoint.save(out, model, vocab, info)
@@ -203,15 +204,16 @@ def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | 
     saved = _saved_state(state_path, resume)
     if not out.is_file():
         return saved, None
+    info = checkpoint.read_info(out)
     if saved is not None and saved.finished:  # kept with keep_state
         then, where = saved.run, saved.path
-    elif saved is None and resume == "auto" and "fingerprint" in (info := checkpoint.read_info(out)):
+    elif saved is None and resume == "auto" and "fingerprint" in info:
         then, where = info["fingerprint"], out  # a finished run whose state was removed
     else:
         return saved, None
     now = state.fingerprint(model.cfg.to_dict(), tcfg.trained(), draw(random.Random(tcfg.seed)), init)
     state.check_same_run(then, now, where)
-    return None, {**checkpoint.read_info(out), "finished_before": True}
+    return None, {**info, "finished_before": True}
 
 
 def _saved_state(state_path: Path, resume: str | None) -> state.TrainState | None:

@@ -337,7 +337,7 @@ def _check_health(window: MetricsWindow, model, step: int, loss_limit: float, la
 
 def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: str = "train",
           state_path=None, resume: state.TrainState | None = None, init: str | None = None,
-          tensorboard=None) -> TrainResult:
+          tensorboard=None, final_state: bool = True) -> TrainResult:
     """Train `model` in place. draw_examples(rng) -> list of (x, y) id lists for one epoch.
 
     state_path: where to keep the resumable state (spangpt.state): saved every cfg.save_every steps, at
@@ -345,7 +345,8 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     raised). resume: a state from state.load, to continue exactly where it was saved: on the CPU in fp32
     the weights and losses then equal an uninterrupted run's, bit for bit. init: state.weights_digest of
     the pretrained weights a fine-tuning run starts from, so that a state is resumed only from the same.
-    tensorboard: a folder for TensorBoard event files (trainlog.TrainLog), or None.
+    tensorboard: a folder for TensorBoard event files (trainlog.TrainLog), or None. final_state: also save
+    the state after the last step (False: a caller that keeps only the model saves the write).
     """
     # ---- setup. Under torchrun (spangpt.distributed) every rank runs this same loop on its shard of each batch.
     rank, world = distributed.rank(), distributed.world_size()
@@ -416,7 +417,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             # stop early only between steps, after saving; the last step just finishes the run
             stop = None if last else _early_stop(stops, cfg, time.perf_counter() - t0, st.step, state_path,
                                                  world, device)
-            if state_path and (last or stop or (cfg.save_every and st.step % cfg.save_every == 0)):
+            if state_path and ((last and final_state) or stop or (cfg.save_every and st.step % cfg.save_every == 0)):
                 _check_health(window, model, st.step, loss_limit, last_saved)  # only a healthy run is saved
                 st.epoch, st.batch, st.rng = epoch, i + 1, epoch_rng  # the next step's batch
                 st.seconds = seconds_before + time.perf_counter() - t0

@@ -12,22 +12,20 @@ from tqdm import tqdm
 from spangpt.errors import UserError
 
 
-def summary_writer(logdir):
-    """A TensorBoard SummaryWriter on logdir, or one clear line saying how to install TensorBoard."""
+def check_tensorboard():
+    """TensorBoard's SummaryWriter class, or one clear line saying how to install it (called before any work
+    when --tensorboard is asked for)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch's module needs the tensorboard package, an optional extra
         raise UserError("--tensorboard needs the tensorboard package: pip install 'spangpt[tensorboard]' "
                         "(or pip install tensorboard)") from None
-    return SummaryWriter(str(logdir))
+    return SummaryWriter
 
 
-def check_tensorboard() -> None:
-    """Fail before any work when --tensorboard is asked for but cannot be written."""
-    try:
-        import torch.utils.tensorboard  # noqa: F401
-    except ImportError:
-        summary_writer(None)  # raises the one-line error
+def summary_writer(logdir):
+    """A TensorBoard SummaryWriter on logdir."""
+    return check_tensorboard()(str(logdir))
 
 
 class TrainLog:
