@@ -204,16 +204,16 @@ def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | 
     saved = _saved_state(state_path, resume)
     if not out.is_file():
         return saved, None
-    info = checkpoint.read_info(out)
+    info = None  # the checkpoint's, read only when a finished run is in question (and once)
     if saved is not None and saved.finished:  # kept with keep_state
         then, where = saved.run, saved.path
-    elif saved is None and resume == "auto" and "fingerprint" in info:
+    elif saved is None and resume == "auto" and "fingerprint" in (info := checkpoint.read_info(out)):
         then, where = info["fingerprint"], out  # a finished run whose state was removed
     else:
         return saved, None
     now = state.fingerprint(model.cfg.to_dict(), tcfg.trained(), draw(random.Random(tcfg.seed)), init)
     state.check_same_run(then, now, where)
-    return None, {**info, "finished_before": True}
+    return None, {**(info or checkpoint.read_info(out)), "finished_before": True}
 
 
 def _saved_state(state_path: Path, resume: str | None) -> state.TrainState | None:
