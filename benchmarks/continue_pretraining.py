@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from spangpt import checkpoint
-from spangpt.data import load_wiki, pretrain_example
+from spangpt.data import Corruption, load_wiki, pretrain_example
 from spangpt.errors import run_script
 from spangpt.stages import TRAIN_QA, qa_examples, sidecar
 from spangpt.train import DECAY_ON, TrainConfig, train
@@ -42,7 +42,7 @@ def main() -> None:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
                       warmup_tokens=0, decay_on=args.decay_on, weight_decay=args.weight_decay, seed=args.seed,
                       log_interval=-(-(len(docs) + len(qa)) // args.batch_size))  # one metrics line per epoch
-    draw = lambda rng: [pretrain_example(d, vocab, block, rng, focus=args.focus) for d in docs] + qa
+    draw = lambda rng: [pretrain_example(d, vocab, block, rng, Corruption(focus=args.focus)) for d in docs] + qa
     res = train(model, draw, cfg, sidecar(args.out, ".metrics.jsonl"), "continue")
     checkpoint.save(args.out, model, vocab, {**info, "continued": {"from": str(args.ckpt), "focus": args.focus,
                                                             "mix_qa": args.mix_qa, **cfg.to_dict()}})

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from spangpt.config import builtin_recipes, data_options, load_recipe, model_config, stage_table, train_config
+from spangpt.data import Corruption
 from spangpt.errors import UserError
 from spangpt.train import TrainConfig
 
@@ -120,9 +121,9 @@ def test_a_bad_command_line_value_is_not_blamed_on_the_recipe():
 def test_paper_draws_the_originals_examples_and_the_rest_spangpts():
     """`paper` is the original's value for value, its span draws included; every other shipped recipe was
     measured with spangpt's draws and keeps them."""
-    assert data_options(load_recipe("paper"))[4] == "original"
+    assert data_options(load_recipe("paper"))[1].style == "original"
     others = [r for r in [*builtin_recipes(), *map(str, sorted(RECIPES.glob("*.toml")))] if r != "paper"]
-    assert others and all(data_options(load_recipe(r), v)[4] == "spangpt" for r in others for v in ("vanilla", "rope"))
+    assert others and all(data_options(load_recipe(r), v)[1].style == "spangpt" for r in others for v in ("vanilla", "rope"))
 
 
 def test_every_shipped_recipe_passes_the_checks():
@@ -195,9 +196,9 @@ def test_benchmark_recipes_load_at_the_original_model_size_and_differ_from_fast_
             continue
         m = model_config(r, 100, "vanilla", {})
         assert (m.n_layer, m.n_head, m.n_embd, m.block_size) == (4, 8, 256, 128)
-    assert data_options(recipes["fast"]) == (False, False, 0.0, 0.0, "spangpt")
-    assert data_options(recipes["fast-mix"]) == (True, False, 0.0, 0.0, "spangpt")
-    assert data_options(recipes["fast-focus"]) == (False, False, 0.0, 0.5, "spangpt")
+    assert data_options(recipes["fast"]) == (False, Corruption())
+    assert data_options(recipes["fast-mix"]) == (True, Corruption())
+    assert data_options(recipes["fast-focus"]) == (False, Corruption(focus=0.5))
     fast, focus = recipes["fast"], recipes["fast-focus"]
     assert {k: v for k, v in focus["pretrain"].items() if k != "focus"} == fast["pretrain"]
     assert focus["finetune"] == fast["finetune"] and focus["model"] == fast["model"]
@@ -209,7 +210,7 @@ def test_demo_mix_is_the_demo_recipe_with_the_papers_weight_decay_and_more_epoch
     demo = load_recipe(str(RECIPES / "demo-cosine.toml"))
     mix = load_recipe(str(RECIPES / "demo-mix.toml"))
     assert mix["model"] == demo["model"]
-    assert data_options(mix) == data_options(demo) == (True, False, 0.0, 0.0, "spangpt")
+    assert data_options(mix) == data_options(demo) == (True, Corruption())
     changed = ("decay_on", "weight_decay", "epochs")
     for stage in ("pretrain", "finetune"):
         for variant, demo_decay in (("rope", 1.0), ("vanilla", 0.5)):
@@ -229,7 +230,7 @@ def test_fast_30min_is_fast_mix_wd_200_at_batch_64_for_140_epochs():
     assert {k: (long["pretrain"][k], short["pretrain"][k]) for k in changed} == changed
     assert {k: v for k, v in short["pretrain"].items() if k not in changed} == \
         {k: v for k, v in long["pretrain"].items() if k not in changed}
-    assert data_options(short) == (True, False, 0.0, 0.0, "spangpt")
+    assert data_options(short) == (True, Corruption())
 
 
 def _recipe(name):

@@ -41,7 +41,7 @@ def test_a_recipe_style_tail_draws_focus_examples_and_the_qa_pairs(tmp_path, syn
     real_example = mod.pretrain_example
 
     def example(*a, **kw):
-        focus_seen.append(kw.get("focus"))
+        focus_seen.append(a[4].focus)  # the Corruption it draws with
         return real_example(*a, **kw)
 
     def fake_train(model, draw, cfg, metrics, desc):

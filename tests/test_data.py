@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spangpt.data import (batch_examples, batches, finetune_example, load_corpus, load_questions, numbered_questions,
-                          pack_batch, pack_rows, pad_batch, padded_strings, pretrain_example, span_corruption)
+                          pack_batch, pack_rows, pad_batch, padded_strings, pretrain_example, span_corruption,
+                          Corruption)
 from spangpt.errors import UserError
 from spangpt.vocab import MASK, PAD, PAD_ID, Vocab
 
@@ -72,13 +73,13 @@ def test_each_corruption_draws_exactly_its_reference_examples(corruption, refere
     a, b = random.Random(7), random.Random(7)
     for i in range(3000):
         d = DOCS[i % len(DOCS)]
-        assert span_corruption(d, BLOCK, a, corruption=corruption) == reference(d, BLOCK, b)
+        assert span_corruption(d, BLOCK, a, Corruption(style=corruption)) == reference(d, BLOCK, b)
     assert a.random() == b.random()  # and the generator is left in the same state
 
 
 def test_the_default_options_are_spangpts_draws():
     a, b = random.Random(3), random.Random(3)
-    assert [span_corruption(d, BLOCK, a, window=False, salient=0.0) for d in DOCS * 50] == \
+    assert [span_corruption(d, BLOCK, a, Corruption(window=False, salient_mask=0.0)) for d in DOCS * 50] == \
         [_spangpt_draws(d, BLOCK, b) for d in DOCS * 50]
 
 
@@ -90,7 +91,7 @@ def test_the_original_rarely_shows_a_short_line_whole():
     whole = {}
     for corruption in ("original", "spangpt"):
         rng = random.Random(0)
-        shown = [sum(map(len, span_corruption(line, BLOCK, rng, corruption=corruption).split(MASK)))
+        shown = [sum(map(len, span_corruption(line, BLOCK, rng, Corruption(style=corruption)).split(MASK)))
                  for _ in range(20000)]
         whole[corruption] = sum(n == len(line) for n in shown) / len(shown)
         assert max(shown) == len(line) and min(shown) == 4
@@ -99,7 +100,7 @@ def test_the_original_rarely_shows_a_short_line_whole():
 
 def test_an_unknown_corruption_is_refused():
     with pytest.raises(ValueError, match="corruption"):
-        span_corruption("Ann Lee. x", BLOCK, random.Random(0), corruption="orginal")
+        span_corruption("Ann Lee. x", BLOCK, random.Random(0), Corruption(style="orginal"))
 
 
 LONG = ("Ann Lee. Ann Lee was born in New York City, USA, studied law at Oxford and medicine at Harvard, "
@@ -109,7 +110,7 @@ LONG = ("Ann Lee. Ann Lee was born in New York City, USA, studied law at Oxford 
 def test_window_keeps_the_name_first_and_reaches_past_96_characters():
     rng, seen = random.Random(0), set()
     for _ in range(3000):
-        prefix, suffix, masked, _ = span_corruption(LONG, BLOCK, rng, window=True).split(MASK)
+        prefix, suffix, masked, _ = span_corruption(LONG, BLOCK, rng, Corruption(window=True)).split(MASK)
         shown = prefix + masked + suffix
         assert len(shown) <= 96
         if len(shown) <= len("Ann Lee. "):  # drawn shorter than the name: plain truncation, as the original
@@ -130,7 +131,7 @@ def test_focus_asks_for_a_capitalised_run_next_to_the_name():
     runs = {"New York City", "USA", "Oxford", "Harvard", "Vienna", "Prague", "Lisbon", "Portugal"}
     rng, masked_seen = random.Random(0), set()
     for _ in range(2000):
-        prefix, suffix, masked, end = span_corruption(LONG, BLOCK, rng, focus=1.0).split(MASK)
+        prefix, suffix, masked, end = span_corruption(LONG, BLOCK, rng, Corruption(focus=1.0)).split(MASK)
         assert end == "" and prefix.startswith(head)
         assert masked in runs  # a whole capitalised run, never the name again
         before = prefix[len(head):]
@@ -146,13 +147,13 @@ def test_focus_asks_for_a_capitalised_run_next_to_the_name():
 def test_focus_falls_back_to_the_original_draw_without_runs_and_mixes_by_probability():
     plain = "Ann Lee. ann lee was born in a small town and worked as a nurse ."
     for seed in range(200):  # no capitalised run after the name: an ordinary random span
-        s = span_corruption(plain, BLOCK, random.Random(seed), focus=1.0)
+        s = span_corruption(plain, BLOCK, random.Random(seed), Corruption(focus=1.0))
         prefix, suffix, masked, _ = s.split(MASK)
         assert plain.startswith(prefix + masked + suffix)
     rng = random.Random(1)
     focused = 0
     for _ in range(4000):
-        prefix, _, masked, _ = span_corruption(LONG, BLOCK, rng, focus=0.3).split(MASK)
+        prefix, _, masked, _ = span_corruption(LONG, BLOCK, rng, Corruption(focus=0.3)).split(MASK)
         focused += masked in {"New York City", "USA", "Oxford", "Harvard", "Vienna", "Prague", "Lisbon",
                               "Portugal"} and len(prefix[len("Ann Lee. "):].split()) <= 4
     assert abs(focused / 4000 - 0.3) < 0.05  # plus the rare random span that happens to look focused
@@ -169,7 +170,7 @@ def test_salient_masking_masks_capitalised_runs_after_the_name():
     def draws(p, n=3000):
         rng = random.Random(0)
         for _ in range(n):
-            s = span_corruption(LONG, BLOCK, rng, salient=p)
+            s = span_corruption(LONG, BLOCK, rng, Corruption(salient_mask=p))
             prefix, suffix, masked, _ = s.split(MASK)
             shown = prefix + masked + suffix
             has_run = any(w[:1].isupper() for w in shown[len("Ann Lee. "):].split(" "))

@@ -206,3 +206,16 @@ def test_training_flops_hand_computed():
     per_block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
     n = L * per_block + 2 * d + d * V  # blocks, final LayerNorm, head (no bias); no embeddings
     assert m.training_flops(10, 30) == 6 * n * 10 + 12 * L * d * 30
+
+
+def test_use_fast_dropout_gives_the_model_built_with_it_and_keeps_the_weights():
+    cfg = ModelConfig(vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.2)
+    kinds = lambda m: [type(x).__name__ for x in m.modules()]
+    torch.manual_seed(0)
+    plain = GPT(cfg)
+    weights = {k: v.clone() for k, v in plain.state_dict().items()}
+    assert "FastDropout" not in kinds(plain)
+    assert kinds(plain.use_fast_dropout(True)) == kinds(GPT(cfg, fast_dropout=True))
+    assert all(m.p == 0.2 for m in plain.modules() if isinstance(m, FastDropout))
+    assert all(torch.equal(v, weights[k]) for k, v in plain.state_dict().items())
+    assert kinds(plain.use_fast_dropout(False)) == kinds(GPT(cfg))

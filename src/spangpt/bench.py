@@ -53,7 +53,7 @@ from spangpt.model import GPT, ModelConfig
 from spangpt.train import TrainConfig, make_optimizer, train_step
 from spangpt.vocab import MASK, MASK_ID, Vocab
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cs224n"
+DEFAULT_DATA = Path("data") / "cs224n"  # where `spangpt data download --out data/cs224n` puts it (README)
 SCALING_PEOPLE = (3_000, 30_000, 300_000)
 MAX_NEW = 32  # the original decodes 32 characters per question
 

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from dataclasses import fields
 from pathlib import Path
 
 from spangpt.config import builtin_recipes
 from spangpt.errors import Stopped, UserError
 from spangpt.model import VARIANTS, ModelConfig
-from spangpt.train import CHOICES, TrainConfig
+from spangpt.train import TrainConfig
 
 # The config fields a training command's options override: every field of the two dataclasses that has an
 # option of the same name (the recipe fills the rest); the model's size comes from the recipe or the options,
 # its variant and vocabulary never (--variant, the corpus).
-MODEL_OPTS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("vocab_size", "variant"))
+MODEL_OPTS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("vocab_size", "variant", "rope_layout"))
 TRAIN_OPTS = tuple(f.name for f in fields(TrainConfig))
+RESUME_OPTS = ("save_every", "max_minutes")
 
 
 def _bool(s: str) -> bool:
@@ -36,11 +38,7 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--resume", metavar="{auto,PATH}",
                    help="auto: continue from OUT's saved state if there is one (falling back to the previous "
                         "state if the newest is damaged; a finished run is left as it is); PATH: from that state file")
-    r.add_argument("--save-every", type=int, metavar="N",
-                   help="also save the resumable state every N steps (default 0: only at the end, on "
-                        "SIGINT/SIGTERM and when --max-minutes is up)")
-    r.add_argument("--max-minutes", type=float, metavar="M",
-                   help="stop after M minutes of training, state saved, exit status 75 (default 0: no limit)")
+    add_options(r, TrainConfig, RESUME_OPTS)
     r.add_argument("--keep-state", action="store_true",
                    help="keep the finished run's state (weights and optimizer, OUT's .state.pt) to continue it later; "
                         "by default it is removed once the checkpoint is written")
@@ -48,28 +46,29 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    help="also log loss, lr, tokens/s and parameter RMS to TensorBoard in DIR (needs the "
                         "[tensorboard] extra)")
     g = p.add_argument_group("overrides (default: the recipe's value)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (the learning-rate schedule stays the full run's)")
-    g.add_argument("--batch-size", type=int, help="examples per optimizer step")
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--schedule", choices=CHOICES["schedule"])
-    g.add_argument("--decay-on", choices=CHOICES["decay_on"], help="tensors weight decay applies to: non-bias (the original: "
-                   "all but biases), matrices (nanoGPT: 2+ dims), linear (minGPT: Linear weights only)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    g.add_argument("--precision", choices=CHOICES["precision"])
-    g.add_argument("--pack", type=_bool, metavar="BOOL", help="pack several examples per row (default true)")
-    g.add_argument("--attention", choices=CHOICES["attention"])
-    g.add_argument("--fast-dropout", type=_bool, metavar="BOOL", help="cheap dropout masks, model.FastDropout (default: on CPU, off on CUDA)")
-    g.add_argument("--compile", type=_bool, metavar="BOOL", help="torch.compile the model (default false)")
-    g.add_argument("--log-interval", type=int, help="steps between metrics lines")
-    g.add_argument("--peak-tflops", type=float, help="device peak TFLOP/s at this precision, to log MFU")
-    g.add_argument("--workers", type=int, choices=(0, 1), help="batch-preparation processes (default: 1 on CUDA, 0 on CPU)")
-    g.add_argument("--n-layer", type=int)
-    g.add_argument("--n-head", type=int)
-    g.add_argument("--n-embd", type=int)
-    g.add_argument("--block-size", type=int)
-    g.add_argument("--dropout", type=float)
+    add_options(g, TrainConfig, [n for n in TRAIN_OPTS if n not in RESUME_OPTS])
+    add_options(g, ModelConfig, MODEL_OPTS)
+
+
+def add_options(group, cls, names) -> None:
+    """One --option per dataclass field named, built from the field: its type, and the help, choices and
+    metavar of its metadata (train.option). Unset options stay None, so the recipe's value stands."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name not in names:
+            continue
+        kind, meta = hints[f.name], f.metadata
+        kw = {"help": meta.get("help") or None, "metavar": meta.get("metavar")}
+        if meta.get("choices"):
+            kw["choices"] = meta["choices"]
+        elif kind in (bool, bool | None):
+            kw.update(type=_bool, metavar="BOOL")
+        elif typing.get_origin(kind) is tuple:
+            kw.update(type=float, nargs=len(typing.get_args(kind)), metavar=kw["metavar"] or "X")
+        else:
+            kw["type"] = {int: int, int | None: int, float: float}.get(kind, str)
+            kw["metavar"] = kw["metavar"] or {int: "N", float: "X"}.get(kw["type"])
+        group.add_argument("--" + f.name.replace("_", "-"), **{k: v for k, v in kw.items() if v is not None})
 
 
 def _overrides(args, names) -> dict:
@@ -239,9 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="paper")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    p.add_argument("--device")
-    p.add_argument("--precision", choices=CHOICES["precision"])
-    p.add_argument("--max-steps", type=int, help="cap every training stage (smoke tests)")
+    add_options(p, TrainConfig, ("device", "precision", "max_steps"))
     p.add_argument("--save-every", type=int, metavar="N", help="save each stage's resumable state every N steps "
                    "(an interrupted table always continues where it stopped when run again)")
     p.add_argument("--max-minutes", type=float, metavar="M", help="stop the whole table after M minutes, "

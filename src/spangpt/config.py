@@ -7,7 +7,6 @@ e.g. `[pretrain.vanilla]` with `weight_decay = 0.5`: the two position schemes ne
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 try:
@@ -15,10 +14,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from spangpt.data import CORRUPTIONS
-from spangpt.errors import UserError
+from spangpt.data import Corruption
+from spangpt.errors import BadValue, UserError
 from spangpt.model import VARIANTS, ModelConfig
-from spangpt.train import CHOICES, TrainConfig
+from spangpt.train import TrainConfig
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
@@ -102,26 +101,20 @@ def _table_of(recipe: dict, stage: str, variant: str | None, key: str) -> str:
     return f"{stage}.{variant}" if variant and key in recipe.get(stage, {}).get(variant, {}) else stage
 
 
-def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, bool, float, float, str]:
-    """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields):
-    -> (mix_qa, window, salient_mask, focus, corruption), checked."""
+def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, Corruption]:
+    """The [pretrain] table's data options (read by stages.pretrain, not TrainConfig fields), checked:
+    -> (mix_qa: the fine-tuning pairs mixed into every pretraining epoch, how each line is corrupted)."""
     table = stage_table(recipe, "pretrain", variant)
-    corruption = table.get("corruption", "spangpt")
-    if corruption not in CORRUPTIONS:
-        table = _table_of(recipe, "pretrain", variant, "corruption")
-        raise UserError(f"{_source(recipe)} [{table}]: corruption must be one of "
-                        f"{', '.join(map(repr, CORRUPTIONS))}, got {corruption!r}")
-    mix_qa, window = table.get("mix_qa", False), table.get("window", False)
-    probs = {k: table.get(k, 0.0) for k in ("salient_mask", "focus")}
-    for key, flag in (("mix_qa", mix_qa), ("window", window)):
-        if not isinstance(flag, bool):
-            raise UserError(f"{_source(recipe)} [{_table_of(recipe, 'pretrain', variant, key)}]: {key} must be true "
-                            f"or false, got {flag!r}")
-    for key, p in probs.items():
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise UserError(f"{_source(recipe)} [{_table_of(recipe, 'pretrain', variant, key)}]: {key} must be a "
-                            f"number in [0, 1], got {p!r}")
-    return mix_qa, window, float(probs["salient_mask"]), float(probs["focus"]), corruption
+    mix_qa = table.get("mix_qa", False)
+    if not isinstance(mix_qa, bool):
+        raise UserError(f"{_source(recipe)} [{_table_of(recipe, 'pretrain', variant, 'mix_qa')}]: mix_qa must be "
+                        f"true or false, got {mix_qa!r}")
+    keys = {"corruption": "style", "focus": "focus", "window": "window", "salient_mask": "salient_mask"}
+    try:
+        how = Corruption(**{field: table[key] for key, field in keys.items() if key in table})
+    except BadValue as e:
+        raise UserError(f"{_source(recipe)} [{_table_of(recipe, 'pretrain', variant, e.key)}]: {e}") from None
+    return mix_qa, how
 
 
 def zero_positions(recipe: dict, stage: str, variant: str | None = None) -> bool:
@@ -162,13 +155,26 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
             origin[k] = (_table_of(recipe, stage, variant, f"{k}_from_scratch"), f"{k}_from_scratch")
     if decay_epochs:
         kw["final_tokens"] = decay_epochs * documents * block_size
-    if isinstance(kw.get("betas"), list):  # TOML has arrays, not tuples
-        kw["betas"] = tuple(kw["betas"])
+    command_line = {k for k, v in overrides.items() if v is not None}
     kw.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = TrainConfig(**kw)
     # fine-tuning a pretrained model may take 0 epochs: the recipe then evaluates the pretrained model as it is
-    check_train_config(cfg, stage, _source(recipe), {k for k, v in overrides.items() if v is not None}, origin,
-                       min_epochs=0 if stage == "finetune" and not from_scratch else 1)
+    min_epochs = 0 if stage == "finetune" and not from_scratch else 1
+
+    def bad(key: str, want: str, value) -> UserError:
+        if key == "epochs":
+            want = f"a whole number >= {min_epochs}"
+        if key in command_line:
+            return UserError(f"the command line [{stage}]: {key} must be {want}, got {value!r}")
+        table, name = origin.get(key, (stage, key))
+        return UserError(f"{_source(recipe)} [{table}]: {name} must be {want}, got {value!r}")
+
+    epochs = kw.get("epochs", TrainConfig.epochs)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < min_epochs:
+        raise bad("epochs", "", epochs)
+    try:
+        cfg = TrainConfig(**kw)
+    except BadValue as e:  # a TOML value of the wrong type would otherwise be taken at face value
+        raise bad(e.key, e.want, e.value) from None
     if cfg.schedule == "paper" and not cfg.final_tokens:
         raise UserError(f"{_source(recipe)} [{stage}]: schedule 'paper' needs decay_epochs (or final_tokens)")
     return cfg
@@ -176,56 +182,3 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
 
 def _source(recipe: dict) -> str:
     return recipe.get("path", f"recipe '{recipe['name']}'")
-
-
-def check_train_config(cfg: TrainConfig, stage: str, source: str, from_command_line=(), origin=None,
-                       min_epochs: int = 1) -> None:
-    """Every value a run could not use, as one line naming where it came from: a TOML value of the wrong
-    type would otherwise be taken at face value (`pack = "no"` packs, `lr = true` is 1.0) or fail deep
-    in training with a traceback. origin: {field: (table, key)} when a value came from a sub-table
-    ([pretrain.rope]) or under another name (lr_from_scratch)."""
-    def bad(key: str, want: str):
-        if key in from_command_line:
-            return UserError(f"the command line [{stage}]: {key} must be {want}, got {getattr(cfg, key)!r}")
-        table, name = (origin or {}).get(key, (stage, key))
-        return UserError(f"{source} [{table}]: {name} must be {want}, got {getattr(cfg, key)!r}")
-
-    def whole(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    if not (whole(cfg.epochs) and cfg.epochs >= min_epochs):
-        raise bad("epochs", f"a whole number >= {min_epochs}")
-    for key in ("batch_size", "log_interval"):
-        if not (whole(getattr(cfg, key)) and getattr(cfg, key) >= 1):
-            raise bad(key, "a whole number >= 1")
-    if not (whole(cfg.max_steps) and cfg.max_steps >= 0):
-        raise bad("max_steps", "a whole number >= 0 (0 = no limit)")
-    for key in ("warmup_tokens", "final_tokens", "seed"):
-        if not (whole(getattr(cfg, key)) and getattr(cfg, key) >= 0):
-            raise bad(key, "a whole number >= 0")
-    if not (whole(cfg.save_every) and number(cfg.max_minutes)) or cfg.save_every < 0 or cfg.max_minutes < 0:
-        where = "the command line" if {"save_every", "max_minutes"} & set(from_command_line) else source
-        raise UserError(f"{where} [{stage}]: save_every and max_minutes must be >= 0 (0 = off), "
-                        f"got {cfg.save_every!r} and {cfg.max_minutes!r}")
-    for key, low in (("lr", "> 0"), ("grad_clip", "> 0"), ("weight_decay", ">= 0"), ("peak_tflops", ">= 0")):
-        v = getattr(cfg, key)
-        if not (number(v) and (v > 0 if low == "> 0" else v >= 0)):
-            raise bad(key, f"a number {low}")
-    b = cfg.betas
-    if not (isinstance(b, tuple) and len(b) == 2 and all(number(x) and 0 <= x < 1 for x in b)):
-        raise bad("betas", "two numbers in [0, 1), e.g. [0.9, 0.95]")
-    for key, options in CHOICES.items():
-        if getattr(cfg, key) not in options:
-            raise bad(key, f"one of {', '.join(options)}")
-    for key in ("pack", "shuffle", "compile", "progress"):
-        if not isinstance(getattr(cfg, key), bool):
-            raise bad(key, "true or false")
-    if cfg.fast_dropout is not None and not isinstance(cfg.fast_dropout, bool):
-        raise bad("fast_dropout", "true or false")
-    if cfg.workers not in (None, 0, 1) or isinstance(cfg.workers, bool):
-        raise bad("workers", "0 or 1")
-    if not isinstance(cfg.device, str):
-        raise bad("device", "a device name (auto, cpu, cuda, cuda:1, mps)")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from spangpt.corpus import capitalised_runs, focus_example, head_length, max_shown
-from spangpt.errors import UserError, where
+from spangpt.errors import BadValue, UserError, where
 from spangpt.fileio import read_bytes
 from spangpt.vocab import MASK, PAD_ID, Vocab
 
@@ -85,35 +85,55 @@ def numbered_questions(path, need_answers: bool = True) -> list[tuple[int, str, 
 CORRUPTIONS = ("spangpt", "original")
 
 
-def span_corruption(doc: str, block_size: int, rng: random.Random, window: bool = False,
-                    salient: float = 0.0, focus: float = 0.0, corruption: str = "spangpt") -> str:
-    """The original pretraining objective, as a string: prefix⁇suffix⁇masked⁇ (unpadded).
+@dataclass(frozen=True)
+class Corruption:
+    """How span_corruption turns a line into an example: the [pretrain] table's data keys, checked.
 
-    1. truncate to a random length of at most corpus.max_shown(block_size) = int(block_size*3/4);
-    2. cut into prefix + masked + suffix, the masked span 1/4 of the truncated length on average;
-    3. rearrange so the model must generate the masked span after seeing both sides of it.
-
-    corruption: how the two lengths are drawn; both meet the assignment's spec.
+    style: how the two lengths are drawn; both meet the assignment's spec (the recipe key `corruption`).
     - "original": as the CS224N submission behind the original's 26.2% (the `paper` recipe): the length
       uniform on [4, min(96, len(line))], so a line shorter than 96 characters is rarely shown whole, and
       the masked span uniform on [1, n//2].
     - "spangpt" (the default; every other recipe was measured with it): the length uniform on [4, 96], the
       line cut there, so a shorter line is shown whole whenever the draw passes its end (a 60-character line
       in 40% of its examples, against 2%), and the masked span uniform on [1, n//2 - 1].
+    focus: with this probability, an entity-centred example (see corpus.focus_example): the name, a few
+      words, and a masked capitalised run. Every such example asks for a fact about the person, in a context
+      short enough that the name has to be the key. `fast` and `best` use 0.5.
 
-    Three options (off in `paper`; with all off the draws are the chosen corruption's, call for call):
+    Two optional views, off in every built-in recipe and measured to add nothing there (docs/options.md);
+    only the recipes in benchmarks/recipes/ that measured them turn them on:
     - window: the original never shows a line past its first 96 characters. With window, a line longer
       than the drawn length keeps its name ("NAME. ") first and continues from a random word of the rest.
-    - salient: with this probability, the masked span is a run of capitalised words after the name (a
-      place, a person, an institution) instead of a random span: salient-span masking (REALM, Guu et al.
-      2020), so more examples ask for exactly the kind of fact a question asks for.
-    - focus: with this probability, an entity-centred example (see corpus.focus_example): the name, a few
-      words, and a masked capitalised run. Every such example asks for a fact about the person, in a context
-      short enough that the name has to be the key.
+    - salient_mask: with this probability, the masked span is a run of capitalised words after the name
+      instead of a random span: salient-span masking (REALM, Guu et al. 2020).
+    With focus, window and salient_mask off, the draws are the chosen style's, call for call.
     """
-    if corruption not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {corruption!r} (one of {', '.join(CORRUPTIONS)})")
-    original = corruption == "original"
+    style: str = "spangpt"
+    focus: float = 0.0
+    window: bool = False
+    salient_mask: float = 0.0
+
+    def __post_init__(self):
+        if self.style not in CORRUPTIONS:
+            raise BadValue("corruption", f"one of {', '.join(map(repr, CORRUPTIONS))}", self.style)
+        if not isinstance(self.window, bool):
+            raise BadValue("window", "true or false", self.window)
+        for key in ("focus", "salient_mask"):
+            p = getattr(self, key)
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+                raise BadValue(key, "a number in [0, 1]", p)
+
+
+def span_corruption(doc: str, block_size: int, rng: random.Random, how: Corruption = Corruption()) -> str:
+    """The original pretraining objective, as a string: prefix⁇suffix⁇masked⁇ (unpadded).
+
+    1. truncate to a random length of at most corpus.max_shown(block_size) = int(block_size*3/4);
+    2. cut into prefix + masked + suffix, the masked span 1/4 of the truncated length on average;
+    3. rearrange so the model must generate the masked span after seeing both sides of it.
+    `how` chooses the draws and the views (Corruption).
+    """
+    window, salient, focus = how.window, how.salient_mask, how.focus
+    original = how.style == "original"
     limit = max_shown(block_size)
     if original:
         top = min(limit, len(doc))
@@ -154,9 +174,8 @@ def shift(ids: list[int], y: list[int], block_size: int):
     return ids[: block_size - 1], (y + [PAD_ID])[: block_size - 1]
 
 
-def pretrain_example(doc: str, vocab: Vocab, block_size: int, rng: random.Random, window: bool = False,
-                     salient: float = 0.0, focus: float = 0.0, corruption: str = "spangpt"):
-    ids = vocab.encode(span_corruption(doc, block_size, rng, window, salient, focus, corruption))
+def pretrain_example(doc: str, vocab: Vocab, block_size: int, rng: random.Random, how: Corruption = Corruption()):
+    ids = vocab.encode(span_corruption(doc, block_size, rng, how))
     return shift(ids, ids[1:], block_size)
 
 

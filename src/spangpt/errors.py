@@ -11,6 +11,15 @@ class UserError(Exception):
     pass
 
 
+class BadValue(ValueError):
+    """A config value no run could use: `key` must be `want`. config.py turns it into a UserError naming the
+    recipe table or the command line it came from."""
+
+    def __init__(self, key: str, want: str, value):
+        self.key, self.want, self.value = key, want, value
+        super().__init__(f"{key} must be {want}, got {value!r}")
+
+
 def where(path, lineno=None) -> str:
     """'file:line' prefix for error messages (line numbers are 1-based, as editors show them)."""
     return f"{path}:{lineno}" if lineno is not None else str(path)

@@ -232,6 +232,15 @@ class GPT(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
 
+    def use_fast_dropout(self, fast: bool) -> "GPT":
+        """Swap every dropout module for the chosen implementation (same p; it holds no weights), e.g. for
+        fine-tuning a checkpoint loaded with the default one."""
+        for module in list(self.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, (nn.Dropout, FastDropout)):
+                    setattr(module, name, make_dropout(child.p, fast))
+        return self
+
     @staticmethod
     def _init_weights(m):
         if isinstance(m, (nn.Linear, nn.Embedding)):

@@ -60,8 +60,8 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     fine-tuning pairs of DATA/birth_places_train.tsv (never dev or test). Allen-Zhu & Li (2023) found that
     seeing some people's facts as QA while the biographies are memorised makes the facts of *other*
     people extractable.
-    The recipe's [pretrain] may also set `window = true`, `salient_mask = P`, `focus = P` and
-    `corruption = "original"` (data.span_corruption).
+    The recipe's [pretrain] may also set `focus = P`, `corruption = "original"`, `window = true` and
+    `salient_mask = P` (data.Corruption).
 
     resume: None (start over; refused while an unfinished run's state is saved for `out`), "auto"
     (continue from the saved state if there is one; a finished run is returned as it is), or a state file.
@@ -72,7 +72,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     check_out(out, {"corpus": data / WIKI, "training pairs": data / TRAIN_QA})
     docs, vocab = load_wiki(data / WIKI)
     rec = load_recipe(recipe)
-    recipe_mix_qa, window, salient, focus, corruption = data_options(rec, variant)
+    recipe_mix_qa, how = data_options(rec, variant)
     mix_qa = recipe_mix_qa if mix_qa is None else mix_qa
     mcfg = model_config(rec, len(vocab), variant, model_overrides or {})
     if mcfg.block_size < 6:  # span corruption truncates each line to a length drawn from [4, 3/4 of the block]
@@ -80,8 +80,8 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size,
                         variant=variant)
     run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
-           "mix_qa": mix_qa, "window": window, "salient_mask": salient,
-           "focus": focus, "corruption": corruption, "zero_positions": zero_positions(rec, "pretrain", variant),
+           "mix_qa": mix_qa, "window": how.window, "salient_mask": how.salient_mask,
+           "focus": how.focus, "corruption": how.style, "zero_positions": zero_positions(rec, "pretrain", variant),
            "model": mcfg.to_dict(), "train": tcfg.to_dict()}
     torch.manual_seed(tcfg.seed)  # the initial weights are part of what --seed fixes
     model = _init_positions(GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg)), run["zero_positions"])
@@ -90,7 +90,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     qa = qa_examples(data / TRAIN_QA, vocab, block) if mix_qa else []
 
     def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
-        return [pretrain_example(d, vocab, block, rng, window, salient, focus, corruption) for d in docs] + qa
+        return [pretrain_example(d, vocab, block, rng, how) for d in docs] + qa
 
     return _fit(out, model, vocab, draw, tcfg, run, f"pretrain {variant}", resume, quiet, keep_state, tensorboard)
 
@@ -131,11 +131,10 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
            "zero_positions": init is None and zero_positions(rec, "finetune", variant),
            "documents": documents, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
     torch.manual_seed(tcfg.seed)
-    pretrained = model if init is not None else None
-    # the run's dropout implementation; from scratch, the recipe's initial positions
-    model = _init_positions(GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg)), run["zero_positions"])
-    if pretrained is not None:
-        model.load_state_dict(pretrained.state_dict())
+    if init is not None:
+        model.use_fast_dropout(wants_fast_dropout(tcfg))  # the run's dropout, on the pretrained weights
+    else:  # the recipe's initial positions
+        model = _init_positions(GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg)), run["zero_positions"])
     return _fit(out, model, vocab, lambda rng: examples, tcfg, run, f"finetune {variant}", resume, quiet, keep_state,
                 tensorboard)
 

@@ -199,21 +199,14 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-# Settings added after states were first saved, with the value every earlier run had: a state that lacks
-# one was saved by such a run, so it resumes where the setting has that value.
-ADDED_SINCE = {"model": {}, "train": {"shuffle": True}}
-
-
 def check_same_run(saved: dict, now: dict, path) -> None:
-    def then(part, k):
-        return saved[part].get(k, ADDED_SINCE[part].get(k))
-
-    diffs = [f"{part}.{k}: {then(part, k)!r} then, {now[part].get(k)!r} now"
+    """Refuse to resume a state saved by another run: a setting missing on one side is a difference too."""
+    diffs = [f"{part}.{k}: {saved[part].get(k)!r} then, {now[part].get(k)!r} now"
              for part in ("model", "train") for k in sorted(set(saved[part]) | set(now[part]))
-             if then(part, k) != now[part].get(k)]
+             if saved[part].get(k) != now[part].get(k)]
     if saved["data"] != now["data"]:
         diffs.append("the training data differs")
-    if "init" in saved and saved["init"] != now["init"]:  # states saved before it was recorded lack it
+    if saved.get("init") != now.get("init"):
         diffs.append("it started from other weights (another --init)")
     if diffs:
         raise UserError(f"{path}: saved by a run with other settings ({'; '.join(diffs[:3])}); "

@@ -18,7 +18,7 @@ import torch
 
 from spangpt import distributed, errors, state
 from spangpt.data import batch_examples, batches, make_batch
-from spangpt.errors import UserError
+from spangpt.errors import BadValue, UserError
 from spangpt.fileio import atomic_write
 from spangpt.device import autocast_context, pick_attention, pick_device, use_bf16
 from spangpt.model import GPT
@@ -28,55 +28,102 @@ from spangpt.vocab import PAD_ID
 EXIT_BUDGET = 75  # --max-minutes used up (sysexits' EX_TEMPFAIL: "try again later"; SIGINT/SIGTERM give 130/143)
 
 
-
 DECAY_ON = ("non-bias", "matrices", "linear")
 
 
-def _choice(default: str, *options: str):
-    """A field that takes one of `options` (checked by config.check_train_config, offered by the CLI)."""
-    return field(default=default, metadata={"choices": (default, *[o for o in options if o != default])})
+def option(default, help: str = "", *, choices: tuple = (), run_only: bool = False, metavar: str | None = None):
+    """A field and its command-line option in one declaration (cli.add_options builds the option).
+    choices: the values it takes, the default first (checked in __post_init__, offered by the CLI);
+    run_only: how a run is run, not what it trains, so a run may resume with another value (state.fingerprint)."""
+    if choices and default not in choices:
+        choices = (default, *choices)
+    return field(default=default, metadata={"help": help, "choices": tuple(choices), "run_only": run_only,
+                                            "metavar": metavar})
 
 
-def _run_only(default):
-    """How a run is run, not what it trains: a run may resume with another value (state.fingerprint)."""
-    return field(default=default, metadata={"run_only": True})
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 256  # examples per optimizer step, packed or not (the original's unit)
-    lr: float = 6e-4
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    # Which tensors weight decay touches (see decay_groups): "non-bias" is the original CS224N trainer
-    # (every parameter but biases: embeddings, position table and LayerNorm gains too); "matrices" is
-    # nanoGPT's (every tensor of 2+ dims: Linear weights and embeddings); "linear" is minGPT's (Linear
-    # weights only). At the paper's lr 6e-3 "linear" stalls after ~17 epochs (docs/paper.md#the-loss-curve).
-    decay_on: str = _choice(*DECAY_ON)
-    grad_clip: float = 1.0
+    epochs: int = option(10, "passes over the data")
+    batch_size: int = option(256, "examples per optimizer step, packed or not (the original's unit)")
+    lr: float = option(6e-4, "peak learning rate")
+    betas: tuple[float, float] = option((0.9, 0.95), "AdamW betas", metavar="B")
+    weight_decay: float = option(0.1, "AdamW weight decay")
+    # "non-bias" is the original CS224N trainer (every parameter but biases: embeddings, position table and
+    # LayerNorm gains too); "matrices" is nanoGPT's; "linear" is minGPT's. At the paper's lr 6e-3 "linear"
+    # stalls after ~17 epochs (docs/paper.md#the-loss-curve).
+    decay_on: str = option("non-bias", "tensors weight decay applies to: non-bias (the original: all but "
+                           "biases), matrices (nanoGPT: 2+ dims), linear (minGPT: Linear weights only)",
+                           choices=DECAY_ON)
+    grad_clip: float = option(1.0, "gradient norm clip")
     # LR schedule, counted in tokens as the original: every example counts block_size-1 tokens, PAD
     # included (the original adds (y >= 0).sum() of its padded rows), whatever layout we train with.
-    schedule: str = _choice("paper", "cosine", "linear", "constant")
-    warmup_tokens: int = 512 * 20
-    final_tokens: int = 0  # paper: 200 * (pretraining documents) * block_size, resolved by the caller
-    max_steps: int = 0  # 0 = no limit
-    seed: int = 0
-    device: str = _run_only("auto")
-    precision: str = _choice("auto", "fp32", "bf16")  # auto: bf16 only on CPUs with native bf16 (device.use_bf16)
-    pack: bool = True  # several examples per row (same loss, ~2.5x fewer positions on span corruption)
-    shuffle: bool = True  # a new order every epoch; false: the file's order, as the original's DataLoader
-    attention: str = _choice("auto", "math", "sdpa")  # auto: sdpa on CUDA, math on CPU (measured faster there)
-    # cheap keep-masks (model.FastDropout) on CPU; on CUDA torch.nn.Dropout is one fused kernel and
-    # measured faster. None = choose by device.
-    fast_dropout: bool | None = None
-    compile: bool = _run_only(False)
-    log_interval: int = _run_only(20)  # steps between loss syncs / metrics lines (and loss health checks)
-    save_every: int = _run_only(0)  # steps between resumable-state saves; 0 = only at the end and when stopped early
-    max_minutes: float = _run_only(0.0)  # stop (state saved, exit 75) after this much training time; 0 = no limit
-    workers: int | None = _run_only(None)  # batch-preparation processes (0 or 1); None = 1 on CUDA, 0 on CPU
-    peak_tflops: float = _run_only(0.0)  # the device's peak at this precision; > 0 adds MFU to the metrics
-    progress: bool = _run_only(True)
+    schedule: str = option("paper", "learning-rate schedule (lr_multiplier)",
+                           choices=("paper", "cosine", "linear", "constant"))
+    warmup_tokens: int = option(512 * 20, "linear warmup length, in tokens")
+    final_tokens: int = option(0, "paper schedule: tokens to the end of the cosine (a recipe sets decay_epochs)")
+    max_steps: int = option(0, "stop after this many optimizer steps (the learning-rate schedule stays the "
+                            "full run's; 0 = no limit)")
+    seed: int = option(0)
+    device: str = option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps", run_only=True)
+    precision: str = option("auto", "auto: bf16 only on CPUs with native bf16 (device.use_bf16)",
+                            choices=("fp32", "bf16"))
+    pack: bool = option(True, "several examples per row (same loss, ~2.5x fewer positions on span corruption)")
+    shuffle: bool = option(True, "a new order every epoch; false: the file's order, as the original's DataLoader")
+    attention: str = option("auto", "auto: sdpa on CUDA, math on CPU (measured faster there)",
+                            choices=("math", "sdpa"))
+    # on CUDA torch.nn.Dropout is one fused kernel and measured faster than model.FastDropout's keep-masks
+    fast_dropout: bool | None = option(None, "cheap dropout masks, model.FastDropout (default: on CPU, off on CUDA)")
+    compile: bool = option(False, "torch.compile the model", run_only=True)
+    log_interval: int = option(20, "steps between loss syncs and metrics lines (and loss health checks)",
+                               run_only=True)
+    save_every: int = option(0, "also save the resumable state every N steps (default 0: only at the end, on "
+                             "SIGINT/SIGTERM and when --max-minutes is up)", run_only=True, metavar="N")
+    max_minutes: float = option(0.0, "stop after M minutes of training, state saved, exit status 75 "
+                                "(default 0: no limit)", run_only=True, metavar="M")
+    workers: int | None = option(None, "batch-preparation processes, 0 or 1 (default: 1 on CUDA, 0 on CPU)",
+                                 run_only=True)
+    peak_tflops: float = option(0.0, "the device's peak TFLOP/s at this precision, to log MFU", run_only=True)
+    progress: bool = option(True, "a progress bar on a terminal", run_only=True)
+
+    def __post_init__(self):
+        if isinstance(self.betas, list):  # TOML and JSON have arrays, not tuples
+            self.betas = tuple(self.betas)
+        for key in ("epochs", "max_steps", "warmup_tokens", "final_tokens", "seed", "save_every"):
+            if not (_whole(getattr(self, key)) and getattr(self, key) >= 0):
+                raise BadValue(key, "a whole number >= 0" + (" (0 = no limit)" if key == "max_steps" else
+                                                             " (0 = off)" if key == "save_every" else ""),
+                               getattr(self, key))
+        for key in ("batch_size", "log_interval"):
+            if not (_whole(getattr(self, key)) and getattr(self, key) >= 1):
+                raise BadValue(key, "a whole number >= 1", getattr(self, key))
+        for key, low in (("lr", 0), ("grad_clip", 0), ("weight_decay", None), ("peak_tflops", None),
+                         ("max_minutes", None)):
+            v = getattr(self, key)
+            if not (_number(v) and (v > 0 if low == 0 else v >= 0)):
+                raise BadValue(key, "a number > 0" if low == 0 else "a number >= 0", v)
+        b = self.betas
+        if not (isinstance(b, tuple) and len(b) == 2 and all(_number(x) and 0 <= x < 1 for x in b)):
+            raise BadValue("betas", "two numbers in [0, 1), e.g. [0.9, 0.95]", b)
+        for key, options in CHOICES.items():
+            if getattr(self, key) not in options:
+                raise BadValue(key, f"one of {', '.join(options)}", getattr(self, key))
+        for key in ("pack", "shuffle", "compile", "progress"):
+            if not isinstance(getattr(self, key), bool):
+                raise BadValue(key, "true or false", getattr(self, key))
+        if self.fast_dropout is not None and not isinstance(self.fast_dropout, bool):
+            raise BadValue("fast_dropout", "true or false", self.fast_dropout)
+        if self.workers not in (None, 0, 1) or isinstance(self.workers, bool):
+            raise BadValue("workers", "0 or 1", self.workers)
+        if not isinstance(self.device, str):
+            raise BadValue("device", "a device name (auto, cpu, cuda, cuda:1, mps)", self.device)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,8 +133,8 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
 
 
-CHOICES = {f.name: f.metadata["choices"] for f in fields(TrainConfig) if "choices" in f.metadata}
-RUN_ONLY = tuple(f.name for f in fields(TrainConfig) if f.metadata.get("run_only"))
+CHOICES = {f.name: f.metadata["choices"] for f in fields(TrainConfig) if f.metadata["choices"]}
+RUN_ONLY = tuple(f.name for f in fields(TrainConfig) if f.metadata["run_only"])
 
 
 def lr_multiplier(tokens: int, cfg: TrainConfig, total_tokens: int) -> float:
@@ -363,10 +410,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     # is confidently wrong: training diverged, and more steps would only save damaged weights.
     loss_limit = 2 * math.log(model.cfg.vocab_size)
     first = draw_examples(rng)  # sizes the progress bar and the "cosine" schedule
-    total_steps = math.ceil(len(first) / cfg.batch_size) * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    total_tokens = cfg.epochs * len(first) * tokens_per_example
+    total_steps, total_tokens = _lengths(len(first), cfg, tokens_per_example)
     st = state.TrainState(run=state.fingerprint(model.cfg.to_dict(), cfg.trained(), first, init),
                           total_steps=total_steps)
     window = MetricsWindow(device, world)
@@ -395,14 +439,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             lr = cfg.lr * lr_multiplier(st.tokens, cfg, total_tokens)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            if world == 1:
-                loss = train_step(model, optimizer, batch.to(device), ctx, cfg.grad_clip, forward=step_fn)
-            else:
-                # the summed loss, scaled so DDP's averaged gradient is the one-process one (loss_scale);
-                # counted as this shard's part of the batch's mean, so the window sums over ranks to it
-                loss = train_step(model, optimizer, batch.to(device), ctx, cfg.grad_clip, forward=step_fn,
-                                  scale=distributed.loss_scale(stats.weight, world, stats.real))
-                loss = loss * (stats.weight / max(1, stats.real))
+            loss = _step(model, optimizer, batch.to(device), stats, ctx, cfg.grad_clip, step_fn, world)
             st.step += 1
             st.real_tokens += stats.real
             window.add(loss, stats.real, flops_per_len * stats.sum_len + flops_per_sq * stats.sum_len_sq)
@@ -433,6 +470,23 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     res.seconds = seconds_before + time.perf_counter() - t0
     model.eval()
     return res
+
+
+def _lengths(examples: int, cfg: TrainConfig, tokens_per_example: int) -> tuple[int, int]:
+    """-> (the run's optimizer steps, its schedule tokens): --max-steps caps the steps, never the schedule."""
+    steps = math.ceil(examples / cfg.batch_size) * cfg.epochs
+    return (min(steps, cfg.max_steps) if cfg.max_steps else steps), cfg.epochs * examples * tokens_per_example
+
+
+def _step(model, optimizer, batch, stats, ctx, grad_clip: float, step_fn, world: int) -> torch.Tensor:
+    """One optimizer step -> this process's part of the batch's mean loss (not synced)."""
+    if world == 1:
+        return train_step(model, optimizer, batch, ctx, grad_clip, forward=step_fn)
+    # the summed loss, scaled so DDP's averaged gradient is the one-process one (loss_scale); counted as
+    # this shard's part of the batch's mean, so the metrics window sums over ranks to it
+    loss = train_step(model, optimizer, batch, ctx, grad_clip, forward=step_fn,
+                      scale=distributed.loss_scale(stats.weight, world, stats.real))
+    return loss * (stats.weight / max(1, stats.real))
 
 
 def _record(st: state.TrainState, epoch: int, lr: float, window: MetricsWindow, elapsed: float, model,
