@@ -27,12 +27,12 @@ import argparse
 from pathlib import Path
 
 from spangpt import checkpoint, state
-from spangpt.corpus import MAX_SHOWN, focus_example, lines_by_name, name_in_question, question
+from spangpt.corpus import MAX_SHOWN, answer_position, focus_example, lines_by_name, name_in_question, question
 from spangpt.data import load_corpus, load_questions, load_wiki
 from spangpt.errors import run_script
 from spangpt.evaluate import accuracy, predict
-from spangpt.generate import greedy_batched
 from spangpt.model import GPT, ModelConfig
+from spangpt.probe import completions
 
 MAX_PREFIX = 16  # line (<= MAX_SHOWN = 96) + prefix + a 16-character answer fit the 128-character block
 FOCUS_LENGTH = (4 + MAX_SHOWN) // 2  # 50: a focus example's drawn length is uniform on [4, 96]; the mean
@@ -47,8 +47,8 @@ def cases(data: Path, split: str) -> list[tuple[str, str, str, str]]:
     for q, a in load_questions(data / split):
         name = name_in_question(q)
         line = lines.get(name, "")  # none for a question not of the usual form (name None)
-        i = line.find(a)
-        if i >= 0 and i + len(a) <= MAX_SHOWN:
+        if answer_position(line, a) == "first 96":
+            i = line.find(a)
             out.append((name, a, line[:i], line[i + len(a):]))
     return out
 
@@ -98,8 +98,8 @@ def recall(ckpt: Path, data: Path, split: str, prefix: str = "", focus: bool = F
         prompts["focus form"] = [focus_prompt(*c) for c in found]
     res = {}
     for kind, texts in prompts.items():
-        outs = greedy_batched(model, [vocab.encode(t) for t in texts], max_new=32)
-        res[kind] = (sum(vocab.decode(o).startswith(a) for o, (_, a, _, _) in zip(outs, found)), len(found))
+        outs = completions(model, vocab, texts, max_chars=32)
+        res[kind] = (sum(o.startswith(a) for o, (_, a, _, _) in zip(outs, found)), len(found))
     preds = predict(model, vocab, [question(n) for n, _, _, _ in found])
     res["question"] = accuracy(preds, [a for _, a, _, _ in found])
     return res

@@ -17,7 +17,7 @@ import argparse
 import random
 from pathlib import Path
 
-from spangpt.corpus import MAX_SHOWN, lines_by_name, name_in_question
+from spangpt.corpus import answer_position, lines_by_name, name_in_question
 from spangpt.data import load_corpus, load_questions, read_text
 from spangpt.errors import UserError, run_script
 
@@ -60,8 +60,7 @@ def by_position(wiki: list[str], questions: list[tuple[str, str]], preds: list[s
     lines = lines_by_name(wiki)
     out = {"first 96": [0, 0], "past 96": [0, 0], "not in line": [0, 0]}
     for (q, answer), pred in zip(questions, preds):
-        i = lines.get(name_in_question(q), "").find(answer)
-        where = "not in line" if i < 0 else "first 96" if i + len(answer) <= MAX_SHOWN else "past 96"
+        where = answer_position(lines.get(name_in_question(q), ""), answer)
         out[where][0] += pred == answer
         out[where][1] += 1
     return {k: tuple(v) for k, v in out.items()}

@@ -117,3 +117,16 @@ def test_a_question_of_another_form_names_no_one(q):
 @given(st.text(max_size=40))
 def test_every_name_comes_back_out_of_its_question(name):
     assert name_in_question(question(name)) == name
+
+
+def test_answer_position_says_where_the_answer_first_ends_in_the_line():
+    from spangpt.corpus import answer_position
+
+    line = "Ann Lee. Ann Lee was born in Paris ." + " x" * 40 + " Rome ."
+    assert line.index("Paris") + 5 <= 96 < line.index("Rome") + 4
+    assert answer_position(line, "Paris") == "first 96"
+    assert answer_position(line, "Rome") == "past 96"
+    assert answer_position(line, "Oslo") == "not in line"
+    assert answer_position("", "Paris") == answer_position(line, "") == "not in line"
+    ends_at_96 = "a" * 90 + "Lisbon"
+    assert answer_position(ends_at_96, "Lisbon") == "first 96" and answer_position(ends_at_96 + "x", "x") == "past 96"

@@ -1,32 +1,10 @@
-import random
-
 import pytest
 import torch
 
-from spangpt.data import finetune_examples
 from spangpt.evaluate import extract_answer, predict
 from spangpt.generate import greedy_batched, greedy_plain
 from spangpt.model import GPT, ModelConfig
-from spangpt.train import TrainConfig, train
-from spangpt.vocab import MASK, Vocab
-
-PLACES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Quito", "Bern", "Riga"]
-
-
-@pytest.fixture(scope="module", params=["vanilla", "rope"])
-def trained(request):
-    """A small model trained for a few seconds on name -> place pairs, so its outputs are not noise."""
-    rng = random.Random(0)
-    names = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(3, 20))) for _ in range(64)]
-    pairs = [(f"Where was {n} born?", rng.choice(PLACES)) for n in names]
-    vocab = Vocab.from_text("".join(q + a for q, a in pairs))
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=len(vocab), block_size=64, n_layer=2, n_head=2, n_embd=32,
-                            variant=request.param))
-    cfg = TrainConfig(epochs=60, batch_size=32, lr=3e-3, schedule="constant", device="cpu", precision="fp32",
-                      progress=False)
-    train(model, lambda r: finetune_examples(pairs, vocab, 64), cfg)
-    return model, vocab, [q for q, _ in pairs], [a for _, a in pairs]
+from spangpt.vocab import MASK
 
 
 def test_batched_kv_cache_decoding_equals_plain_decoding(trained):

@@ -37,10 +37,10 @@ def _checkpoint(tmp_path, vocab):
 
 
 def _fake_greedy(vocab, seen, recalls_from):
-    """greedy_batched that answers "Paris" to prompts starting with recalls_from, "Oslo" to the rest."""
-    def fake(model, prompts, max_new=32, **kw):
-        seen.extend(vocab.decode(p) for p in prompts)
-        return [vocab.encode("Paris ." if vocab.decode(p).startswith(recalls_from) else "Oslo .") for p in prompts]
+    """probe.completions that completes "Paris" after prompts starting with recalls_from, "Oslo" after the rest."""
+    def fake(model, vocab, texts, max_chars=32):
+        seen.extend(texts)
+        return ["Paris ." if t.startswith(recalls_from) else "Oslo ." for t in texts]
     return fake
 
 
@@ -67,7 +67,7 @@ def test_a_name_with_initials_finds_its_line(tmp_path, monkeypatch):
     ]
     _, vocab = load_wiki(tmp_path / "wiki.txt")
     prompts_seen = []
-    monkeypatch.setattr(probe, "greedy_batched", _fake_greedy(vocab, prompts_seen, "Douglas"))  # else "Oslo"
+    monkeypatch.setattr(probe, "completions", _fake_greedy(vocab, prompts_seen, "Douglas"))  # else "Oslo"
     monkeypatch.setattr(probe, "predict", lambda model, vocab, qs: ["Paris" for _ in qs])
     res = probe.recall(_checkpoint(tmp_path, vocab), tmp_path, "birth_dev.tsv")
     assert res == {"own line": (2, 2), "after question": (1, 2), "question": (1, 2)}
@@ -83,7 +83,7 @@ def _faked_probe(tmp_path, monkeypatch, recalls_after: str, answer: str):
     probe = _probe()
     _, vocab = load_wiki(tmp_path / "wiki.txt")
     prompts_seen = []
-    monkeypatch.setattr(probe, "greedy_batched", _fake_greedy(vocab, prompts_seen, recalls_after))
+    monkeypatch.setattr(probe, "completions", _fake_greedy(vocab, prompts_seen, recalls_after))
     monkeypatch.setattr(probe, "predict", lambda model, vocab, qs: [answer for _ in qs])
     return probe, _checkpoint(tmp_path, vocab), prompts_seen
 

@@ -136,6 +136,7 @@ class CausalSelfAttention(nn.Module):
         # "math" (explicit softmax), "sdpa" (F.scaled_dot_product_attention), or "reference": the original
         # code's computation op for op, the baseline `spangpt bench` measures the others against
         self.impl = "math"
+        self.record, self.weights = False, None  # record: keep the math path's softmax weights (probe.attention)
 
     def forward(self, x, mask, rope=None, cache=None, layer=0):
         if self.impl == "reference":
@@ -159,6 +160,8 @@ class CausalSelfAttention(nn.Module):
             bias = torch.zeros(mask.shape, dtype=q.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
             att = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, nh, T, S)
             att = att.add_(bias).softmax(dim=-1)
+            if self.record:
+                self.weights = att.detach()
             y = self.attn_drop(att) @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble heads side by side
         return self.resid_drop(self.proj(y))

@@ -1,0 +1,164 @@
+"""Looking inside a trained model: how sure it is of an answer, what else it considered, what it writes
+after a prefix, and where it looks. Shared by `spangpt ask`, `spangpt complete`, `spangpt explore` and the
+benchmark scripts, so each of these has one implementation.
+
+An answer's probability is that of the characters the model must write after `question⁇`: the answer
+itself and the closing ⁇ (P(answer⁇ | question⁇), the product of the per-character probabilities).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from spangpt.corpus import name_in_question, question
+from spangpt.errors import UserError
+from spangpt.evaluate import predict
+from spangpt.generate import greedy_batched
+from spangpt.model import GPT
+from spangpt.vocab import MASK, MASK_ID, PAD, Vocab
+
+MAX_ANSWER = 32  # characters decoded per answer, as evaluation (the original decodes 32)
+
+
+@dataclass
+class Answer:
+    text: str
+    probability: float
+    closed: bool = True  # False: the model had not closed the answer with ⁇ within MAX_ANSWER characters
+
+
+def as_question(text: str) -> str:
+    """A bare name ("Ada Lovelace") becomes "Where was Ada Lovelace born?"; a question stays as it is."""
+    text = text.strip()
+    if not text:
+        raise UserError("empty question")
+    return text if name_in_question(text) is not None or text.endswith("?") else question(text)
+
+
+def prompt_ids(model: GPT, vocab: Vocab, q: str) -> list[int]:
+    """question + ⁇ as ids, with one-line errors for what the model cannot read."""
+    _check_text(vocab, q)
+    ids = vocab.encode(q + MASK)
+    if len(ids) >= model.cfg.block_size:
+        raise UserError(f"question is {len(q)} characters; with the {MASK} after it the model reads at most "
+                        f"{model.cfg.block_size - 1}")
+    return ids
+
+
+def _check_text(vocab: Vocab, text: str) -> None:
+    bad = sorted({c for c in text if c not in vocab.stoi or c in (PAD, MASK)})
+    if bad:
+        raise UserError(f"characters the model cannot read: {''.join(bad)!r} (not in its vocabulary, or "
+                        f"the markers {MASK} {PAD})")
+
+
+def _device(model: GPT) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def answer_probability(model: GPT, vocab: Vocab, q: str, answer: str) -> float:
+    """P(answer⁇ | question⁇): teacher-forced, one forward pass."""
+    model.eval()
+    prompt = prompt_ids(model, vocab, q)
+    target = vocab.encode(answer + MASK)
+    ids = (prompt + target)[: model.cfg.block_size]
+    logits, _ = model(torch.tensor([ids], device=_device(model)))
+    logp = F.log_softmax(logits[0].float(), dim=-1)
+    steps = range(len(prompt) - 1, len(ids) - 1)  # position i predicts token i + 1
+    return float(torch.stack([logp[i, ids[i + 1]] for i in steps]).sum().exp())
+
+
+@torch.no_grad()
+def top_answers(model: GPT, vocab: Vocab, q: str, k: int = 5, max_chars: int = MAX_ANSWER) -> list[Answer]:
+    """The k most probable answers by beam search over characters, most probable first.
+
+    Each step extends every beam by every character and keeps the 2k best candidates: those that close
+    the answer (⁇) among the best k are finished, the best k others go on. It stops when no open beam can
+    beat the k-th finished answer (probabilities only shrink as characters are added). With k = 1 this is
+    greedy decoding. Distinct answers are disjoint events, so their probabilities sum to at most 1.
+    """
+    if k < 1:
+        raise UserError(f"top-k must be at least 1, got {k}")
+    model.eval()
+    prompt = prompt_ids(model, vocab, q)
+    device = _device(model)
+    beams: list[tuple[list[int], float]] = [([], 0.0)]  # (answer ids so far, log-probability)
+    done: list[tuple[list[int], float]] = []
+    for _ in range(min(max_chars + 1, model.cfg.block_size - len(prompt))):
+        x = torch.tensor([prompt + ids for ids, _ in beams], device=device)
+        logits, _ = model(x)
+        logp = F.log_softmax(logits[:, -1].float(), dim=-1) + torch.tensor([s for _, s in beams], device=device)[:, None]
+        scores, flat = logp.flatten().topk(min(2 * k, logp.numel()))
+        nxt = []
+        for rank, (score, i) in enumerate(zip(scores.tolist(), flat.tolist())):
+            beam, char = divmod(i, logp.size(1))
+            if char == MASK_ID:
+                if rank < k:
+                    done.append((beams[beam][0], score))
+            elif len(nxt) < k:
+                nxt.append((beams[beam][0] + [char], score))
+        done.sort(key=lambda d: -d[1])
+        beams = nxt
+        if not beams or (len(done) >= k and beams[0][1] <= done[k - 1][1]):
+            break
+    answers = [Answer(vocab.decode(ids), float(torch.tensor(s).exp())) for ids, s in done[:k]]
+    if len(answers) < k:  # the block or max_chars ran out first: the open beams, marked so
+        answers += [Answer(vocab.decode(ids), float(torch.tensor(s).exp()), closed=False)
+                    for ids, s in beams[: k - len(answers)]]
+    return sorted(answers, key=lambda a: -a.probability)
+
+
+def greedy_answer(model: GPT, vocab: Vocab, q: str) -> Answer:
+    """The answer evaluation gives (greedy decoding) and its probability."""
+    prompt_ids(model, vocab, q)  # the errors, before decoding
+    text = predict(model, vocab, [q], max_new=MAX_ANSWER)[0]
+    return Answer(text, answer_probability(model, vocab, q, text))
+
+
+def completions(model: GPT, vocab: Vocab, prefixes: list[str], max_chars: int = 96) -> list[str]:
+    """What the model writes after each prefix, greedily, up to its first ⁇ (not included) or max_chars
+    characters or the end of the block."""
+    ids = []
+    for p in prefixes:
+        if not p:
+            raise UserError("empty text")
+        _check_text(vocab, p)
+        if len(p) >= model.cfg.block_size:
+            raise UserError(f"text is {len(p)} characters; the model reads at most {model.cfg.block_size - 1}")
+        ids.append(vocab.encode(p))
+    outs = greedy_batched(model, ids, max_new=max_chars)
+    return [vocab.decode(o).split(MASK)[0] for o in outs]
+
+
+def complete(model: GPT, vocab: Vocab, prefix: str, max_chars: int = 96) -> str:
+    return completions(model, vocab, [prefix], max_chars)[0]
+
+
+@contextmanager
+def _recording(model: GPT):
+    """Run the model's attention as explicit softmax ("math") and keep each layer's weights."""
+    attns = [b.attn for b in model.blocks]
+    saved = [(a.impl, a.record) for a in attns]
+    for a in attns:
+        a.impl, a.record = "math", True
+    try:
+        yield attns
+    finally:
+        for a, (impl, record) in zip(attns, saved):
+            a.impl, a.record, a.weights = impl, record, None
+
+
+@torch.no_grad()
+def attention(model: GPT, vocab: Vocab, q: str) -> tuple[list[str], torch.Tensor]:
+    """Where the model looks when it writes the first answer character: -> (the prompt's characters,
+    question + ⁇; weights of shape (layers, heads, prompt length)), each row a softmax over the prompt."""
+    model.eval()
+    ids = prompt_ids(model, vocab, q)
+    with _recording(model) as attns:
+        model(torch.tensor([ids], device=_device(model)))
+        rows = torch.stack([a.weights[0, :, -1] for a in attns])  # the last position: it predicts the answer
+    return [vocab.chars[i] for i in ids], rows.float().cpu()
