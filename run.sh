@@ -22,7 +22,7 @@ setup() {
     "$PYTHON" -m venv .venv
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q "torch==2.13.0"
-    .venv/bin/pip install -q -e ".[test,plot,tensorboard,hf]"
+    .venv/bin/pip install -q -e ".[test,plot,tensorboard,hf,explore]"
     touch .venv/.installed
   fi
 }

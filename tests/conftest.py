@@ -65,6 +65,38 @@ def trained(request):
     return model, vocab, [q for q, _ in pairs], [a for _, a in pairs]
 
 
+TINY_RECIPE = """
+[model]
+n_layer = 1
+n_head = 2
+n_embd = 16
+block_size = 128
+dropout = 0.0
+[pretrain]
+epochs = 1
+batch_size = 16
+lr = 1e-3
+schedule = "constant"
+[finetune]
+epochs = 1
+batch_size = 16
+lr = 1e-3
+schedule = "constant"
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, synth_dir):
+    """A whole `reproduce` output (no pretraining, vanilla, RoPE) of tiny models trained for 3 steps."""
+    from spangpt.reproduce import reproduce
+
+    out = tmp_path_factory.mktemp("explore")
+    (out / "tiny.toml").write_text(TINY_RECIPE)
+    reproduce(synth_dir, out / "run", recipe=str(out / "tiny.toml"), seeds=(0,),
+              train_overrides={"max_steps": 3, "device": "cpu"})
+    return out / "run"
+
+
 def pytest_configure(config):
     """Under pytest-xdist each worker is one process of `-n N`: one thread each, so N workers share N cores
     instead of fighting over them (torch would give every worker all the cores)."""

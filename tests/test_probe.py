@@ -110,3 +110,13 @@ def test_what_the_model_cannot_read_is_a_one_line_error(trained, text, message):
     model, vocab, _, _ = trained
     with pytest.raises(UserError, match=message):
         probe.top_answers(model, vocab, probe.as_question(text))
+
+
+def test_sampling_is_seeded_and_near_zero_temperature_is_greedy(trained):
+    model, vocab, questions, _ = trained
+    prefix = questions[4] + MASK
+    assert probe.complete(model, vocab, prefix, 20, temperature=1e-4) == probe.complete(model, vocab, prefix, 20)
+    hot = [probe.complete(model, vocab, prefix, 20, temperature=2.0, seed=s) for s in range(6)]
+    assert hot == [probe.complete(model, vocab, prefix, 20, temperature=2.0, seed=s) for s in range(6)]
+    assert len(set(hot)) > 1  # a high temperature really samples
+    assert all(MASK not in h for h in hot)

@@ -171,6 +171,78 @@ def cmd_export(args) -> None:
     print(f"wrote {args.out}: {r['architecture']}, logits within {r['max_logit_diff']:.1g} of the checkpoint's")
 
 
+def _models_and_question(items: list[str]) -> tuple[list[Path], str | None]:
+    """`ask CKPT [CKPT ...] [QUESTION]`: the last item is the question unless it is a file or folder."""
+    question = None
+    if len(items) > 1 and not Path(items[-1]).exists():
+        question = items.pop()
+    missing = [i for i in items if not Path(i).exists()]
+    if missing:
+        raise UserError(f"{missing[0]}: not found (give checkpoints or run folders first, then the question)")
+    return [Path(i) for i in items], question
+
+
+def _pct(p: float) -> str:
+    return f"{100 * p:.1f}%" if p >= 0.0005 else "<0.1%"
+
+
+def format_answers(res: dict) -> str:
+    """The answers of several models to one question, one row per model."""
+    rows = [("model", "answer", "p", "top answers (beam search)")]
+    for a in res["answers"]:
+        if "error" in a:
+            rows.append((a["model"], "-", "", a["error"]))
+            continue
+        top = "  ".join(f"{alt['text'] or '(empty)'}{'' if alt['closed'] else '...'} {_pct(alt['probability'])}"
+                        for alt in a["alternatives"])
+        rows.append((a["model"], a["answer"] or "(empty)", _pct(a["probability"]), top))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [res["question"]] + ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_ask(args) -> None:
+    from spangpt.explore import Explorer, load_entries
+
+    paths, question = _models_and_question(list(args.items))
+    entries, _ = load_entries(paths, args.device)
+    explorer = Explorer(entries)
+    if question is not None:
+        print(format_answers(explorer.ask(question, args.top_k)))
+        return
+    interactive = sys.stdin.isatty()
+    lineno = 0
+    while True:
+        try:
+            line = input("question> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        if not interactive and not line:
+            break
+        lineno += 1
+        if not line.strip():
+            continue
+        try:
+            print(format_answers(explorer.ask(line.rstrip("\n"), args.top_k)), flush=True)
+        except UserError as e:
+            if not interactive:
+                raise UserError(f"<stdin>:{lineno}: {e}") from None
+            print(f"spangpt: {e}", file=sys.stderr)
+
+
+def cmd_complete(args) -> None:
+    from spangpt import checkpoint, probe
+
+    model, vocab, _ = checkpoint.load(args.ckpt, device=args.device)
+    print(args.text + probe.complete(model, vocab, args.text, args.max_chars, args.temperature, args.seed))
+
+
+def cmd_explore(args) -> None:
+    from spangpt.explore import serve
+
+    serve(args.paths, data=args.data, host=args.host, port=args.port, device=args.device)
+
+
 def cmd_demo(args) -> None:
     from spangpt.reproduce import demo
 
@@ -210,6 +282,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for config.json, model.safetensors, the "
                    "tokenizer and a model card")
     p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("ask", help="ask models a question: greedy answer, its probability, the top-k answers")
+    p.add_argument("items", nargs="+", metavar="CKPT [CKPT ...] [QUESTION]",
+                   help="checkpoints or reproduce folders, then the question (or a bare name: 'Ada Lovelace'); "
+                        "without one, questions are read one per line from standard input")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="answers to list by beam search (default 5)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_ask)
+
+    p = sub.add_parser("complete", help="what a model writes after a text, e.g. 'Ada Lovelace. '")
+    p.add_argument("ckpt", type=Path, help="checkpoint (.safetensors)")
+    p.add_argument("text")
+    p.add_argument("--max-chars", type=int, default=96, metavar="N", help="characters to write at most (default "
+                   "96); it also stops at its first ⁇ and at the end of the block")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; > 0: sample")
+    p.add_argument("--seed", type=int, default=0, help="the sampling seed")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_complete)
+
+    p = sub.add_parser("explore", help="a local web page: ask, attention maps, the dev set, training curves "
+                       "(needs the [explore] extra)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="RUN_DIR|CKPT", help="reproduce outputs, run folders "
+                   "or checkpoints")
+    p.add_argument("--data", type=Path, help="the data folder, for the dev set (default: the one they were trained on)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(fn=cmd_explore)
 
     p = sub.add_parser("baseline", help="score 'always London' on a question<TAB>answer file")
     p.add_argument("--input", type=Path, required=True)

@@ -7,6 +7,7 @@ itself and the closing ⁇ (P(answer⁇ | question⁇), the product of the per-c
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -48,11 +49,13 @@ def prompt_ids(model: GPT, vocab: Vocab, q: str) -> list[int]:
     return ids
 
 
-def _check_text(vocab: Vocab, text: str) -> None:
-    bad = sorted({c for c in text if c not in vocab.stoi or c in (PAD, MASK)})
+def _check_text(vocab: Vocab, text: str, markers: str = MASK + PAD) -> None:
+    """A question may not hold the markers (⁇ would end it); a text to complete may hold ⁇ (the span
+    corruption format: "NAME. ⁇"), never the padding character."""
+    bad = sorted({c for c in text if c not in vocab.stoi or c in markers})
     if bad:
         raise UserError(f"characters the model cannot read: {''.join(bad)!r} (not in its vocabulary, or "
-                        f"the markers {MASK} {PAD})")
+                        f"the markers {markers})")
 
 
 def _device(model: GPT) -> torch.device:
@@ -69,7 +72,7 @@ def answer_probability(model: GPT, vocab: Vocab, q: str, answer: str) -> float:
     logits, _ = model(torch.tensor([ids], device=_device(model)))
     logp = F.log_softmax(logits[0].float(), dim=-1)
     steps = range(len(prompt) - 1, len(ids) - 1)  # position i predicts token i + 1
-    return float(torch.stack([logp[i, ids[i + 1]] for i in steps]).sum().exp())
+    return math.exp(float(torch.stack([logp[i, ids[i + 1]] for i in steps]).double().sum()))
 
 
 @torch.no_grad()
@@ -105,9 +108,9 @@ def top_answers(model: GPT, vocab: Vocab, q: str, k: int = 5, max_chars: int = M
         beams = nxt
         if not beams or (len(done) >= k and beams[0][1] <= done[k - 1][1]):
             break
-    answers = [Answer(vocab.decode(ids), float(torch.tensor(s).exp())) for ids, s in done[:k]]
+    answers = [Answer(vocab.decode(ids), math.exp(s)) for ids, s in done[:k]]
     if len(answers) < k:  # the block or max_chars ran out first: the open beams, marked so
-        answers += [Answer(vocab.decode(ids), float(torch.tensor(s).exp()), closed=False)
+        answers += [Answer(vocab.decode(ids), math.exp(s), closed=False)
                     for ids, s in beams[: k - len(answers)]]
     return sorted(answers, key=lambda a: -a.probability)
 
@@ -126,7 +129,7 @@ def completions(model: GPT, vocab: Vocab, prefixes: list[str], max_chars: int = 
     for p in prefixes:
         if not p:
             raise UserError("empty text")
-        _check_text(vocab, p)
+        _check_text(vocab, p, PAD)
         if len(p) >= model.cfg.block_size:
             raise UserError(f"text is {len(p)} characters; the model reads at most {model.cfg.block_size - 1}")
         ids.append(vocab.encode(p))
@@ -134,8 +137,26 @@ def completions(model: GPT, vocab: Vocab, prefixes: list[str], max_chars: int = 
     return [vocab.decode(o).split(MASK)[0] for o in outs]
 
 
-def complete(model: GPT, vocab: Vocab, prefix: str, max_chars: int = 96) -> str:
-    return completions(model, vocab, [prefix], max_chars)[0]
+def complete(model: GPT, vocab: Vocab, prefix: str, max_chars: int = 96, temperature: float = 0.0,
+             seed: int = 0) -> str:
+    """completions for one prefix; temperature > 0 samples each character from softmax(logits / temperature)
+    instead (one generator seeded with `seed`: the same call gives the same text)."""
+    if temperature <= 0:
+        return completions(model, vocab, [prefix], max_chars)[0]
+    completions(model, vocab, [prefix], 1)  # the same checks
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    ids = vocab.encode(prefix)
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(min(max_chars, model.cfg.block_size - len(ids))):
+            logits, _ = model(torch.tensor([ids + new], device=_device(model)))
+            probs = (logits[0, -1].float() / temperature).softmax(-1).cpu()
+            c = int(torch.multinomial(probs, 1, generator=gen))
+            if c == MASK_ID:
+                break
+            new.append(c)
+    return vocab.decode(new)
 
 
 @contextmanager
