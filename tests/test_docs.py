@@ -1,5 +1,6 @@
 """The README and docs/: every relative link resolves, and every command they show names real options."""
 import re
+import shlex
 import unicodedata
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def test_spangpt_commands_in_the_docs_exist(doc):
                 if words[0] == "bench":
                     bench._parser().parse_args(words[1:])
                 else:
-                    parser.parse_args(words)
+                    parser.parse_args(shlex.split(cmd))  # as the shell splits it: "Ada Lovelace. " is one word
             except SystemExit:
                 wrong.append(f"{cmd}: does not parse")
     assert not wrong, "\n".join(wrong)
