@@ -321,3 +321,47 @@ def test_without_shuffle_the_batches_keep_the_examples_order_every_epoch():
     assert rng.getstate() == state  # nothing drawn
     shuffled = [i for b in batch_examples(examples, 4, rng) for i in b]
     assert sorted(shuffled) == examples and shuffled != examples
+
+
+def _plain_layout(examples, block_size, pack):
+    """The layouts written out plainly, one example at a time into PAD-filled tensors."""
+    from spangpt.data import pack_rows
+
+    if not pack:
+        T = block_size - 1
+        x = torch.full((len(examples), T), PAD_ID)
+        y = torch.full((len(examples), T), PAD_ID)
+        for r, (xi, yi) in enumerate(examples):
+            x[r, : len(xi)], y[r, : len(yi)] = torch.tensor(xi), torch.tensor(yi)
+        return x, y, None, None
+    rows = pack_rows([len(x) for x, _ in examples], block_size)
+    x, y = torch.full((len(rows), block_size), PAD_ID), torch.full((len(rows), block_size), PAD_ID)
+    pos, doc = torch.zeros((len(rows), block_size), dtype=torch.long), torch.full((len(rows), block_size), -1)
+    for r, members in enumerate(rows):
+        t = 0
+        for k, i in enumerate(members):
+            xi, yi = examples[i]
+            x[r, t : t + len(xi)], y[r, t : t + len(xi)] = torch.tensor(xi), torch.tensor(yi)
+            pos[r, t : t + len(xi)], doc[r, t : t + len(xi)] = torch.arange(len(xi)), k
+            t += len(xi)
+    return x, y, pos, doc
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=31), min_size=1, max_size=40), st.booleans())
+def test_batches_are_the_plain_per_example_layout(seqs, pack):
+    examples = [(s, s[1:] + [PAD_ID]) for s in seqs]
+    b = (pack_batch if pack else pad_batch)(examples, 32)
+    want = _plain_layout(examples, 32, pack)
+    for got, w in zip((b.x, b.y, b.pos, b.doc), want):
+        assert (got is None and w is None) or (got.dtype == torch.long and torch.equal(got, w))
+
+
+def test_focus_runs_are_the_runs_after_the_name_but_the_name_again():
+    from spangpt.corpus import capitalised_runs, focus_runs, head_length
+
+    for line in DOCS + [LONG, "Ann Lee. Ann Lee met Bob in Rome .", "nobody here ."]:
+        head = head_length(line)
+        runs = [(a, b) for a, b in capitalised_runs(line, head) if line[a:b] not in line[:head]]
+        assert focus_runs(line) == (head, tuple(runs))
+    assert [LONG[a:b] for a, b in focus_runs(LONG)[1]][:3] == ["New York City", "USA", "Oxford"]

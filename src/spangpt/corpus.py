@@ -6,6 +6,7 @@ same name everywhere.
 """
 from __future__ import annotations
 
+import functools
 import random
 import re
 
@@ -83,6 +84,15 @@ def capitalised_runs(line: str, after: int) -> list[tuple[int, int]]:
         else:
             open_run = False
     return [(a, b) for a, b in runs]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def focus_runs(line: str) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """(head_length(line), the capitalised runs after the name that are not the name again): what a focus
+    example may mask. Cached: the same lines come back every epoch, and finding runs is most of the cost
+    of drawing one."""
+    head = head_length(line)
+    return head, tuple((a, b) for a, b in capitalised_runs(line, head) if line[a:b] not in line[:head])
 
 
 def focus_example(line: str, head: int, run: tuple[int, int], length: int, rng: random.Random) -> str:

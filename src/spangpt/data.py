@@ -13,9 +13,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from spangpt.corpus import capitalised_runs, focus_example, head_length, max_shown
+from spangpt.corpus import capitalised_runs, focus_example, focus_runs, max_shown
 from spangpt.errors import BadValue, UserError, where
 from spangpt.fileio import read_bytes
 from spangpt.vocab import MASK, PAD_ID, Vocab
@@ -140,9 +141,9 @@ def span_corruption(doc: str, block_size: int, rng: random.Random, how: Corrupti
         length = rng.randint(4, top) if top >= 4 else len(doc)
     else:
         length = rng.randint(4, limit)
-    head = head_length(doc) if window or salient or focus else 0
+    head = focus_runs(doc)[0] if window or salient or focus else 0
     if focus and rng.random() < focus:
-        runs = [(a, b) for a, b in capitalised_runs(doc, head) if doc[a:b] not in doc[:head]]  # not the name again
+        runs = focus_runs(doc)[1]
         if runs:
             return focus_example(doc, head, rng.choice(runs), length, rng)
     if window and len(doc) > length and 0 < head < length:
@@ -238,15 +239,20 @@ def _length_sums(examples) -> dict:
     return {"sum_len": sum(lengths), "sum_len_sq": sum(n * n for n in lengths)}
 
 
+def _rows(flat: list[int], B: int, T: int) -> torch.Tensor:
+    """A flat list of ids as a (B, T) int64 tensor (through NumPy: ~3x faster than torch.tensor on a list)."""
+    return torch.from_numpy(np.array(flat, dtype=np.int64)).view(B, T)
+
+
 def pad_batch(examples, block_size: int) -> Batch:
     """One example per row, PAD to block_size-1 columns: the original layout."""
     T = block_size - 1
-    x = torch.full((len(examples), T), PAD_ID, dtype=torch.long)
-    y = torch.full((len(examples), T), PAD_ID, dtype=torch.long)
-    for r, (xi, yi) in enumerate(examples):
-        x[r, : len(xi)] = torch.tensor(xi)
-        y[r, : len(yi)] = torch.tensor(yi)
-    return Batch(x, y, n_examples=len(examples), **_length_sums(examples))
+    x, y = [], []
+    for xi, yi in examples:  # whole rows as flat lists, then one tensor each: per-example copies cost ~10x more
+        x += xi + [PAD_ID] * (T - len(xi))
+        y += yi + [PAD_ID] * (T - len(yi))
+    B = len(examples)
+    return Batch(_rows(x, B, T), _rows(y, B, T), n_examples=B, **_length_sums(examples))
 
 
 def pack_rows(lengths, capacity: int) -> list[list[int]]:
@@ -280,22 +286,22 @@ def pack_batch(examples, block_size: int) -> Batch:
     block_size string, while packed examples restart their positions, so a whole block fits."""
     T = block_size
     rows = pack_rows([len(x) for x, _ in examples], T)
-    B = len(rows)
-    x = torch.full((B, T), PAD_ID, dtype=torch.long)
-    y = torch.full((B, T), PAD_ID, dtype=torch.long)
-    pos = torch.zeros((B, T), dtype=torch.long)
-    doc = torch.full((B, T), -1, dtype=torch.long)  # -1 = filler; it attends only to other filler
-    for r, members in enumerate(rows):
-        t = 0
+    x, y, pos, doc = [], [], [], []
+    for members in rows:  # flat lists, then one tensor each (per-example tensor copies cost ~10x more)
         for k, i in enumerate(members):
             xi, yi = examples[i]
-            n = len(xi)
-            x[r, t : t + n] = torch.tensor(xi)
-            y[r, t : t + n] = torch.tensor(yi)
-            pos[r, t : t + n] = torch.arange(n)
-            doc[r, t : t + n] = k
-            t += n
-    return Batch(x, y, pos, doc, len(examples), **_length_sums(examples))
+            x += xi
+            y += yi
+            pos += range(len(xi))
+            doc += [k] * len(xi)
+        fill = T - len(x) % T if len(x) % T else 0
+        x += [PAD_ID] * fill
+        y += [PAD_ID] * fill
+        pos += [0] * fill
+        doc += [-1] * fill  # -1 = filler; it attends only to other filler
+    B = len(rows)
+    return Batch(_rows(x, B, T), _rows(y, B, T), _rows(pos, B, T), _rows(doc, B, T), len(examples),
+                 **_length_sums(examples))
 
 
 def make_batch(examples, block_size: int, pack: bool) -> Batch:

@@ -277,6 +277,7 @@ class MetricsWindow:
         self.loss_sum = torch.zeros((), device=device)
         self.world = world
         self.steps, self.real, self.flops, self.start = 0, 0, 0.0, time.perf_counter()
+        self._before = 0.0  # seconds a restored window had run before its stop
 
     def add(self, loss: torch.Tensor, real: int, flops: float) -> None:
         self.loss_sum += loss.detach()
@@ -297,11 +298,11 @@ class MetricsWindow:
         if main:  # the loss sum is saved summed over ranks: add it in once
             self.loss_sum.copy_(saved["loss_sum"])
         self.steps, self.real, self.flops = saved["steps"], saved["real"], saved["flops"]
-        self._before = saved.get("seconds", 0.0)  # absent in states saved before it was kept
+        self._before = saved["seconds"]
 
     def restart(self, now: float) -> None:
         """The clock starts now, counting the time a resumed window took before its stop, too."""
-        self.start = now - getattr(self, "_before", 0.0)
+        self.start = now - self._before
         self._before = 0.0
 
     def reset(self, now: float) -> None:
