@@ -18,6 +18,8 @@ from spangpt.train import TrainConfig
 MODEL_OPTS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("vocab_size", "variant", "rope_layout"))
 TRAIN_OPTS = tuple(f.name for f in fields(TrainConfig))
 RESUME_OPTS = ("save_every", "max_minutes")
+# the training options `reproduce` passes to every stage it runs (how it runs, or a smoke test's step cap)
+REPRODUCE_OPTS = ("device", "precision", "max_steps", "compile", "compile_mode", "row_multiple")
 
 
 def _bool(s: str) -> bool:
@@ -152,7 +154,7 @@ def cmd_reproduce(args) -> None:
 
     try:
         reproduce(args.data, args.out, recipe=args.recipe, seeds=args.seeds, variants=args.variants,
-                  train_overrides=_overrides(args, ("device", "precision", "max_steps")),
+                  train_overrides=_overrides(args, REPRODUCE_OPTS),
                   run_options=_overrides(args, ("save_every", "max_minutes", "keep_state", "tensorboard")),
                   jobs=args.jobs)
     except Stopped as e:
@@ -338,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="paper")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    add_options(p, TrainConfig, ("device", "precision", "max_steps"))
+    add_options(p, TrainConfig, REPRODUCE_OPTS)
     p.add_argument("--save-every", type=int, metavar="N", help="save each stage's resumable state every N steps "
                    "(an interrupted table always continues where it stopped when run again)")
     p.add_argument("--max-minutes", type=float, metavar="M", help="stop the whole table after M minutes, "

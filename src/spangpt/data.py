@@ -304,6 +304,20 @@ def pack_batch(examples, block_size: int) -> Batch:
                  **_length_sums(examples))
 
 
+def pad_rows(batch: Batch, multiple: int) -> Batch:
+    """The batch with empty rows appended up to a multiple of `multiple` rows (0: unchanged): a few static
+    shapes instead of one per row count, so a compiled step can be replayed as a CUDA graph. An empty row
+    is all PAD (no loss) and, packed, all filler (doc -1: it attends only to itself), so the loss and the
+    gradients are those of the batch without it."""
+    B = batch.x.size(0)
+    extra = -B % multiple if multiple else 0
+    if not extra:
+        return batch
+    grow = lambda t, v: torch.cat([t, t.new_full((extra, t.size(1)), v)]) if t is not None else None
+    return Batch(grow(batch.x, PAD_ID), grow(batch.y, PAD_ID), grow(batch.pos, 0), grow(batch.doc, -1),
+                 batch.n_examples, batch.sum_len, batch.sum_len_sq)
+
+
 def make_batch(examples, block_size: int, pack: bool) -> Batch:
     return (pack_batch if pack else pad_batch)(examples, block_size)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from spangpt import distributed, errors, state
-from spangpt.data import batch_examples, batches, make_batch
+from spangpt.data import batch_examples, batches, make_batch, pad_rows
 from spangpt.errors import BadValue, UserError
 from spangpt.fileio import atomic_write
 from spangpt.device import autocast_context, pick_attention, pick_device, use_bf16
@@ -82,6 +82,11 @@ class TrainConfig:
     # on CUDA torch.nn.Dropout is one fused kernel and measured faster than model.FastDropout's keep-masks
     fast_dropout: bool | None = option(None, "cheap dropout masks, model.FastDropout (default: on CPU, off on CUDA)")
     compile: bool = option(False, "torch.compile the model", run_only=True)
+    # "reduce-overhead" replays each batch shape as one CUDA graph: with row_multiple, a few shapes in all
+    compile_mode: str = option("default", "torch.compile mode", choices=("reduce-overhead", "max-autotune"),
+                               run_only=True)
+    row_multiple: int = option(0, "pad each packed batch with empty rows to a multiple of N rows: a few static "
+                               "shapes, the same loss and gradients (0 = off)", run_only=True, metavar="N")
     log_interval: int = option(20, "steps between loss syncs and metrics lines (and loss health checks)",
                                run_only=True)
     save_every: int = option(0, "also save the resumable state every N steps (default 0: only at the end, on "
@@ -96,7 +101,7 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.betas, list):  # TOML and JSON have arrays, not tuples
             self.betas = tuple(self.betas)
-        for key in ("epochs", "max_steps", "warmup_tokens", "final_tokens", "seed", "save_every"):
+        for key in ("epochs", "max_steps", "warmup_tokens", "final_tokens", "seed", "save_every", "row_multiple"):
             if not (_whole(getattr(self, key)) and getattr(self, key) >= 0):
                 raise BadValue(key, "a whole number >= 0" + (" (0 = no limit)" if key == "max_steps" else
                                                              " (0 = off)" if key == "save_every" else ""),
@@ -165,11 +170,12 @@ def train_step(model: GPT, optimizer, batch, ctx, grad_clip: float, forward=None
     forward: what to call for the loss (a torch.compile'd and/or DDP model), default the model itself.
     scale: None = minimise the mean token loss; a number = minimise scale * the summed token loss
     (a data-parallel shard; the summed loss is returned)."""
+    forward = model if forward is None else forward  # not `forward or model`: a compiled module has no truth value
     with ctx:
         if scale is None:
-            _, loss = (forward or model)(batch.x, batch.y, pos=batch.pos, doc=batch.doc)
+            _, loss = forward(batch.x, batch.y, pos=batch.pos, doc=batch.doc)
         else:
-            _, loss = (forward or model)(batch.x, batch.y, pos=batch.pos, doc=batch.doc, reduction="sum")
+            _, loss = forward(batch.x, batch.y, pos=batch.pos, doc=batch.doc, reduction="sum")
     optimizer.zero_grad(set_to_none=True)
     (loss if scale is None else loss * scale).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -321,11 +327,12 @@ def _epochs(draw_examples, first, rng, epoch0_rng, cfg: TrainConfig, block: int,
         if world == 1:
             laid_out = batches(examples, cfg.batch_size, block, cfg.pack, rng, skip=b0, shuffle=cfg.shuffle)
             for i, batch in enumerate(laid_out, b0):
-                yield epoch, i, epoch_rng, batch, BatchStats.of_batch(batch)
+                yield epoch, i, epoch_rng, pad_rows(batch, cfg.row_multiple), BatchStats.of_batch(batch)
             continue
         for i, chosen in enumerate(batch_examples(examples, cfg.batch_size, rng, skip=b0, shuffle=cfg.shuffle), b0):
             mine, weight = distributed.shard(chosen, rank, world)
-            yield epoch, i, epoch_rng, make_batch(mine, block, cfg.pack), BatchStats.of_examples(chosen, weight)
+            batch = pad_rows(make_batch(mine, block, cfg.pack), cfg.row_multiple)
+            yield epoch, i, epoch_rng, batch, BatchStats.of_examples(chosen, weight)
 
 
 def _prepared(make, cfg: TrainConfig, device: torch.device):
@@ -347,7 +354,7 @@ def _setup(model: GPT, cfg: TrainConfig):
     model.set_attention(pick_attention(cfg.attention, device))
     ctx = autocast_context(device, use_bf16(cfg.precision, device))
     optimizer = make_optimizer(model, cfg, device)
-    return device, ctx, optimizer, torch.compile(model) if cfg.compile else model
+    return device, ctx, optimizer, torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
 
 
 def _restore(saved: state.TrainState, st: state.TrainState, model, optimizer, rng, window: MetricsWindow,
