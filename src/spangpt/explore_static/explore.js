@@ -57,7 +57,7 @@ async function ask(question, k) {
       const t = el("table", {class: "alternatives"});
       const top = Math.max(...a.alternatives.map((alt) => alt.probability));
       a.alternatives.forEach((alt, i) => t.append(el("tr", {},
-        el("td", {}, `${i + 1}.`), el("td", {}, alt.text + (alt.closed ? "" : "…")),
+        el("td", {}, `${i + 1}.`), el("td", {}, (alt.text || "(empty)") + (alt.closed ? "" : "…")),
         el("td", {}, pct(alt.probability)),
         el("td", {}, el("span", {class: "bar", style: `width:${Math.round(80 * alt.probability / top)}px`})))));
       card.append(t);
