@@ -79,7 +79,7 @@ def test_keys_in_the_wrong_place_are_errors_not_silently_dropped(tmp_path):
     ("[pretrain]\ngrad_clip = 0\n", r"r\.toml \[pretrain\]: grad_clip must be a number > 0"),
     ("[pretrain]\ndecay_epochs = '5'\n", r"r\.toml \[pretrain\]: decay_epochs must be a whole number >= 0"),
     ("[pretrain]\nseed = -1\n", r"r\.toml \[pretrain\]: seed must be a whole number >= 0"),
-    ("[pretrain]\nworkers = 2\n", r"r\.toml \[pretrain\]: workers must be 0 or 1"),
+    ("[pretrain]\nworkers = -1\n", r"r\.toml \[pretrain\]: workers must be a whole number >= 0"),
     ("[pretrain.rope]\nschedule = 'step'\n", r"r\.toml \[pretrain\.rope\]: schedule must be one of paper, cosine"),
     ("[pretrain.rope]\nfocus = 2\n", r"r\.toml \[pretrain\.rope\]: focus must be a number in \[0, 1\]"),
     ("[pretrain]\nfocus = 2\n[pretrain.rope]\nlr = 1e-3\n", r"r\.toml \[pretrain\]: focus must be a number"),

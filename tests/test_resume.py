@@ -219,7 +219,7 @@ def _kill_self(sig):
     return lambda logits: os.kill(os.getpid(), sig)
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.parametrize("workers", [0, 1, 2])
 def test_signal_then_resume_in_process_equals_uninterrupted(tmp_path, workers):
     """The data order survives a resume in a later epoch, with batches made in-process or in a worker."""
     ref, ref_res = _train(tmp_path / "ref", workers=workers)

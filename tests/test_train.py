@@ -149,7 +149,9 @@ def test_metrics_file_is_json_lines(tmp_path):
     assert set(recs[0]["rms"]) == {"tok_emb", "pos_emb", "ln_gain", "linear"}
 
 
-def test_a_data_worker_process_changes_nothing_but_where_batches_are_made():
-    inline, worker = _run(0, steps=12), _run(0, steps=12, workers=1)
+@pytest.mark.parametrize("workers", [1, 3])
+def test_data_worker_processes_change_nothing_but_where_batches_are_made(workers):
+    """3 workers over epochs of 4 batches: whose turn it is runs on across epochs."""
+    inline, worker = _run(0, steps=14), _run(0, steps=14, workers=workers)
     assert [h["loss"] for h in inline.history] == [h["loss"] for h in worker.history]
     assert (inline.tokens, inline.real_tokens) == (worker.tokens, worker.real_tokens)

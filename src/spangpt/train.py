@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from spangpt import distributed, errors, state
-from spangpt.data import batch_examples, batches, make_batch, pad_rows
+from spangpt import distributed, errors, loader, state
+from spangpt.data import batch_examples, make_batch, pad_rows
 from spangpt.errors import BadValue, UserError
 from spangpt.fileio import atomic_write
 from spangpt.device import autocast_context, pick_attention, pick_device, use_bf16
@@ -93,7 +93,8 @@ class TrainConfig:
                              "SIGINT/SIGTERM and when --max-minutes is up)", run_only=True, metavar="N")
     max_minutes: float = option(0.0, "stop after M minutes of training, state saved, exit status 75 "
                                 "(default 0: no limit)", run_only=True, metavar="M")
-    workers: int | None = option(None, "batch-preparation processes, 0 or 1 (default: 1 on CUDA, 0 on CPU)",
+    workers: int | None = option(None, "batch-preparation processes: 0 = in the training process (default: 1 on "
+                                 "CUDA, 0 on CPU); N > 1 lay out every N-th batch each, the same batches",
                                  run_only=True)
     peak_tflops: float = option(0.0, "the device's peak TFLOP/s at this precision, to log MFU", run_only=True)
     progress: bool = option(True, "a progress bar on a terminal", run_only=True)
@@ -125,8 +126,8 @@ class TrainConfig:
                 raise BadValue(key, "true or false", getattr(self, key))
         if self.fast_dropout is not None and not isinstance(self.fast_dropout, bool):
             raise BadValue("fast_dropout", "true or false", self.fast_dropout)
-        if self.workers not in (None, 0, 1) or isinstance(self.workers, bool):
-            raise BadValue("workers", "0 or 1", self.workers)
+        if self.workers is not None and not (_whole(self.workers) and self.workers >= 0):
+            raise BadValue("workers", "a whole number >= 0", self.workers)
         if not isinstance(self.device, str):
             raise BadValue("device", "a device name (auto, cpu, cuda, cuda:1, mps)", self.device)
 
@@ -225,23 +226,6 @@ def make_optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
 
 
-def workers(cfg: TrainConfig, device: torch.device) -> int:
-    """Data-preparation processes: one on CUDA (batches take ~5 ms of Python, as long as a GPU step),
-    none on CPU, where the two cores are busy with the model and a worker would only compete."""
-    return cfg.workers if cfg.workers is not None else int(device.type == "cuda")
-
-
-class _Stream(torch.utils.data.IterableDataset):
-    """The trainer's own (epoch, batch) generator, run inside a single DataLoader worker: same order,
-    same random draws as in-process (one worker consumes the one rng stream)."""
-
-    def __init__(self, make):
-        self.make = make
-
-    def __iter__(self):
-        return self.make()
-
-
 @dataclass
 class TrainResult:
     steps: int = 0
@@ -317,31 +301,28 @@ class MetricsWindow:
 
 
 def _epochs(draw_examples, first, rng, epoch0_rng, cfg: TrainConfig, block: int, start_epoch: int, skip: int,
-            rank: int, world: int):
+            rank: int, world: int, share: int = 0, shares: int = 1, group: int = 1):
     """-> (epoch, batch index, data RNG state at the epoch's start, batch, BatchStats), from (start_epoch,
-    skip) on. Epoch 0's examples are `first`, drawn before; each later epoch draws afresh from rng."""
+    skip) on. Epoch 0's examples are `first`, drawn before; each later epoch draws afresh from rng.
+    share/shares/group: in one of `shares` DataLoader workers (spangpt.loader), lay out only the share-th of
+    every `shares` runs of `group` batches. Every worker draws and shuffles every epoch (the one rng stream:
+    the same data however many workers)."""
+    n = 0  # batches so far, across epochs: whose turn it is
     for epoch in range(start_epoch, cfg.epochs):
         epoch_rng = epoch0_rng if epoch == 0 else rng.getstate()
         examples = first if epoch == 0 else draw_examples(rng)
         b0 = skip if epoch == start_epoch else 0
-        if world == 1:
-            laid_out = batches(examples, cfg.batch_size, block, cfg.pack, rng, skip=b0, shuffle=cfg.shuffle)
-            for i, batch in enumerate(laid_out, b0):
-                yield epoch, i, epoch_rng, pad_rows(batch, cfg.row_multiple), BatchStats.of_batch(batch)
-            continue
         for i, chosen in enumerate(batch_examples(examples, cfg.batch_size, rng, skip=b0, shuffle=cfg.shuffle), b0):
-            mine, weight = distributed.shard(chosen, rank, world)
-            batch = pad_rows(make_batch(mine, block, cfg.pack), cfg.row_multiple)
-            yield epoch, i, epoch_rng, batch, BatchStats.of_examples(chosen, weight)
-
-
-def _prepared(make, cfg: TrainConfig, device: torch.device):
-    """The batches of make() prepared in another process, so a fast GPU never waits on Python."""
-    loader = torch.utils.data.DataLoader(_Stream(make), batch_size=None, num_workers=1, prefetch_factor=8,
-                                         pin_memory=device.type == "cuda",
-                                         # its own generator, so dropout's global RNG stream stays as without it
-                                         generator=torch.Generator().manual_seed(cfg.seed))
-    return iter(loader)
+            n += 1
+            if (n - 1) // group % shares != share:
+                continue
+            if world == 1:
+                batch = make_batch(chosen, block, cfg.pack)
+                stats = BatchStats.of_batch(batch)
+            else:
+                mine, weight = distributed.shard(chosen, rank, world)
+                batch, stats = make_batch(mine, block, cfg.pack), BatchStats.of_examples(chosen, weight)
+            yield epoch, i, epoch_rng, pad_rows(batch, cfg.row_multiple), stats
 
 
 def _setup(model: GPT, cfg: TrainConfig):
@@ -435,7 +416,8 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                      metrics=metrics_path if main else None)
     make = functools.partial(_epochs, draw_examples, first, rng, epoch0_rng, cfg, block, st.epoch, st.batch, rank,
                              world)
-    stream = _prepared(make, cfg, device) if workers(cfg, device) else make()
+    n_workers = loader.workers(cfg.workers, device)
+    stream = loader.prepared(make, n_workers, cfg.seed, device.type == "cuda") if n_workers else make()
     stops = state.StopRequests(enabled=state_path is not None)
     t0 = time.perf_counter()
     window.restart(t0)
