@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A GPU's speed on this model: the eager step against the fast path (static shapes: --row-multiple 8, each
-# shape one CUDA graph: --compile true --compile-mode reduce-overhead), one process alone on the GPU.
+# A GPU's speed on this model: the eager step against the fast path (4 batch workers: --workers 4; static
+# shapes: --row-multiple 8; each shape one CUDA graph: --compile true --compile-mode reduce-overhead), one
+# process alone on the GPU.
 #   1. `best` pretraining (vanilla): EAGER_STEPS eager steps, then the whole recipe on the fast path;
 #   2. `paper` pretraining (vanilla): the same;
 #   3. per run: steps/s, real tokens/s, the whole pretraining's time (eager: extrapolated from its steps/s),
@@ -14,7 +15,7 @@ OUT=${2:?usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]}
 STEPS=${3:-3000}
 export PYTHONPATH=${PYTHONPATH:-src}
 PY=${PYTHON:-python3}
-FAST=(--compile true --compile-mode reduce-overhead --row-multiple 8)
+FAST=(--compile true --compile-mode reduce-overhead --row-multiple 8 --workers 4)
 mkdir -p "$OUT"
 nvidia-smi -L || true
 

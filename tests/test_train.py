@@ -149,6 +149,7 @@ def test_metrics_file_is_json_lines(tmp_path):
     assert set(recs[0]["rms"]) == {"tok_emb", "pos_emb", "ln_gain", "linear"}
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 3 workers on 2 cores: on purpose
 @pytest.mark.parametrize("workers", [1, 3])
 def test_data_worker_processes_change_nothing_but_where_batches_are_made(workers):
     """3 workers over epochs of 4 batches: whose turn it is runs on across epochs."""

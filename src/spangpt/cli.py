@@ -19,7 +19,7 @@ MODEL_OPTS = tuple(f.name for f in fields(ModelConfig) if f.name not in ("vocab_
 TRAIN_OPTS = tuple(f.name for f in fields(TrainConfig))
 RESUME_OPTS = ("save_every", "max_minutes")
 # the training options `reproduce` passes to every stage it runs (how it runs, or a smoke test's step cap)
-REPRODUCE_OPTS = ("device", "precision", "max_steps", "compile", "compile_mode", "row_multiple")
+REPRODUCE_OPTS = ("device", "precision", "max_steps", "compile", "compile_mode", "row_multiple", "workers")
 
 
 def _bool(s: str) -> bool:
