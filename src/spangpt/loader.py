@@ -62,8 +62,13 @@ class _Stream(torch.utils.data.IterableDataset):
             yield bundle(run)
 
 
-def prepared(make, n_workers: int, seed: int, pin_memory: bool):
-    """make(share, shares, group) -> this worker's batches; -> every batch, in order, from n_workers processes."""
+def stream(make, n_workers: int, seed: int, pin_memory: bool):
+    """make(share=0, shares=1, group=1) -> the batches (or one worker's share); -> every batch, in order, made in
+    this process (n_workers 0) or in n_workers processes."""
+    return _prepared(make, n_workers, seed, pin_memory) if n_workers else make()
+
+
+def _prepared(make, n_workers: int, seed: int, pin_memory: bool):
     loader = torch.utils.data.DataLoader(_Stream(make), batch_size=None, num_workers=n_workers, prefetch_factor=4,
                                          pin_memory=pin_memory,
                                          # its own generator, so dropout's global RNG stream stays as without it

@@ -339,8 +339,9 @@ def _setup(model: GPT, cfg: TrainConfig):
 
 
 def _restore(saved: state.TrainState, st: state.TrainState, model, optimizer, rng, window: MetricsWindow,
-             cfg: TrainConfig, device, rank: int) -> None:
-    """Everything the next step depends on, as it was after step saved.step."""
+             cfg: TrainConfig, device, rank: int, state_path, metrics_path) -> tuple:
+    """Everything the next step depends on, as it was after step saved.step; the metrics file cut back to
+    that step. -> (step, file) of the state resumed from."""
     state.check_same_run(saved.run, st.run, saved.path)
     model.load_state_dict(saved.model)
     optimizer.load_state_dict(saved.optimizer)
@@ -354,6 +355,9 @@ def _restore(saved: state.TrainState, st: state.TrainState, model, optimizer, rn
     if rank != 0:  # the state holds rank 0's dropout RNG: the others continue on fresh streams of their own
         torch.manual_seed(cfg.seed + rank + 1_000_003 * st.step)
     window.restore(saved.window, main=rank == 0)
+    if metrics_path and rank == 0:
+        keep_metrics_until(metrics_path, st.step)
+    return saved.step, saved.path or state_path
 
 
 def _check_health(window: MetricsWindow, model, step: int, loss_limit: float, last_saved) -> float:
@@ -405,10 +409,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     window = MetricsWindow(device, world)
     last_saved = None  # (step, file) of the newest state written
     if resume is not None:
-        _restore(resume, st, model, optimizer, rng, window, cfg, device, rank)
-        last_saved = (resume.step, resume.path or state_path)
-        if metrics_path and main:
-            keep_metrics_until(metrics_path, st.step)
+        last_saved = _restore(resume, st, model, optimizer, rng, window, cfg, device, rank, state_path, metrics_path)
     res = TrainResult(fingerprint=st.run)
     seconds_before = st.seconds
     step_fn = distributed.wrap(step_fn, device)  # after loading: DDP starts from identical weights
@@ -416,8 +417,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
                      metrics=metrics_path if main else None)
     make = functools.partial(_epochs, draw_examples, first, rng, epoch0_rng, cfg, block, st.epoch, st.batch, rank,
                              world)
-    n_workers = loader.workers(cfg.workers, device)
-    stream = loader.prepared(make, n_workers, cfg.seed, device.type == "cuda") if n_workers else make()
+    stream = loader.stream(make, loader.workers(cfg.workers, device), cfg.seed, device.type == "cuda")
     stops = state.StopRequests(enabled=state_path is not None)
     t0 = time.perf_counter()
     window.restart(t0)
