@@ -86,6 +86,13 @@ def test_the_page_answers_a_question_and_draws_the_attention_map(server, synth_d
             page.wait_for_selector("#dev tbody tr", timeout=60_000)  # the dev table fills in too
             page.screenshot(path=str(shot))
 
+            n_layers = layers.count()
+            page.click("#ask-form button")
+            page.click("#ask-form button")  # a second Ask before the first reply: one result, not two
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(500)
+            assert page.locator("#answers > p").count() == 1 and page.locator("table.heat").count() == n_layers
+
             page.fill("#question", "")
             page.click("#ask-form button")
             page.wait_for_selector("#ask-error:not([hidden])")

@@ -9,6 +9,7 @@ import pytest
 from spangpt import probe
 from spangpt.cli import main
 from spangpt.data import load_questions
+from spangpt.evaluate import predict
 from spangpt.explore import Explorer, create_app, load_entries
 from spangpt.train import read_metrics
 
@@ -125,9 +126,12 @@ def test_dev_rows_are_the_runs_own_predictions_and_scores(client, run_dir, synth
         preds = (folder / "dev.predictions").read_text().splitlines()
         assert [r["predictions"][i] for r in res["rows"]] == preds
         assert res["accuracy"][i] == pytest.approx(json.loads((folder / "result.json").read_text())["accuracy"])
-    row = res["rows"][0]
-    assert row["line"].startswith(row["name"] + ". ") and row["head"] == row["name"] + ". "
-    assert row["where"] == ("first 96" if row["answer"] in row["line"][:96] else row["where"])
+    for row in res["rows"]:
+        assert row["line"].startswith(row["name"] + ". ") and row["head"] == row["name"] + ". "
+        i = row["line"].find(row["answer"])  # where, worked out plainly
+        assert row["where"] == ("not in line" if i < 0 else "first 96" if i + len(row["answer"]) <= 96 else "past 96")
+    assert {r["where"] for r in res["rows"]} == {"first 96"}  # the synthetic lines are short
+    assert res["errors"] == [None, None, None]
 
 
 def test_dev_predictions_are_computed_for_a_checkpoint_without_a_run_folder(run_dir, synth_dir):
@@ -199,3 +203,50 @@ def test_complete_cli_prints_the_text_and_its_greedy_completion(run_dir, capsys)
     entries, _ = load_entries([ckpt])
     want = probe.complete(entries[0].model, entries[0].vocab, "Ann Lee. ", 12)
     assert capsys.readouterr().out == "Ann Lee. " + want + "\n"
+
+
+def test_a_runs_predictions_are_used_only_for_the_dev_file_it_answered(run_dir, synth_dir, tmp_path):
+    """--data naming another dev file of the same length must not pair the run's answers with its questions:
+    here the same questions in reverse order."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "wiki.txt").write_text((synth_dir / "wiki.txt").read_text())
+    lines = (synth_dir / "birth_dev.tsv").read_text().splitlines()
+    (other / "birth_dev.tsv").write_text("\n".join(reversed(lines)) + "\n")
+    entries, _ = load_entries([run_dir / "rope" / "seed0"])
+    res = Explorer(entries, other).dev()
+    e = entries[0]
+    want = predict(e.model, e.vocab, [line.split("\t")[0] for line in reversed(lines)])
+    assert [r["predictions"][0] for r in res["rows"]] == want
+    own = (run_dir / "rope" / "seed0" / "dev.predictions").read_text().splitlines()
+    assert want != own  # so reading the run's file would have been caught
+
+
+def test_a_model_that_cannot_read_the_dev_set_fails_its_column_only(run_dir, synth_dir, tmp_path):
+    data = tmp_path / "d"
+    data.mkdir()
+    lines = (synth_dir / "birth_dev.tsv").read_text().splitlines()
+    (data / "birth_dev.tsv").write_text("\n".join(lines[:2] + ["Where was Zoë born?\tParis"]) + "\n")
+    entries, _ = load_entries([run_dir / "vanilla" / "seed0" / "finetune.safetensors"])
+    res = create_app(Explorer(entries, data)).test_client().get("/api/dev").get_json()
+    assert res["accuracy"] == [None] and "birth_dev.tsv:3:" in res["errors"][0]
+    assert len(res["rows"]) == 3
+
+
+def test_ask_takes_a_question_that_is_also_a_path_with_question_option(run_dir, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "Ann Lee").write_text("")  # a file named like the question
+    ckpt = str(run_dir / "vanilla" / "seed0" / "finetune.safetensors")
+    assert main(["ask", ckpt, "--question", "Ann Lee"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "Where was Ann Lee born?"
+
+
+def test_a_port_in_use_is_one_line(run_dir):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "spangpt", "explore", str(run_dir), "--port", str(port)],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in r.stderr

@@ -173,10 +173,10 @@ def cmd_export(args) -> None:
     print(f"wrote {args.out}: {r['architecture']}, logits within {r['max_logit_diff']:.1g} of the checkpoint's")
 
 
-def _models_and_question(items: list[str]) -> tuple[list[Path], str | None]:
-    """`ask CKPT [CKPT ...] [QUESTION]`: the last item is the question unless it is a file or folder."""
-    question = None
-    if len(items) > 1 and not Path(items[-1]).exists():
+def _models_and_question(items: list[str], question: str | None = None) -> tuple[list[Path], str | None]:
+    """`ask CKPT [CKPT ...] [QUESTION]`: the last item is the question unless it is a file or folder (or the
+    question came with --question)."""
+    if question is None and len(items) > 1 and not Path(items[-1]).exists():
         question = items.pop()
     missing = [i for i in items if not Path(i).exists()]
     if missing:
@@ -206,7 +206,7 @@ def format_answers(res: dict) -> str:
 def cmd_ask(args) -> None:
     from spangpt.explore import Explorer, load_entries
 
-    paths, question = _models_and_question(list(args.items))
+    paths, question = _models_and_question(list(args.items), args.question)
     entries, _ = load_entries(paths, args.device)
     explorer = Explorer(entries)
     if question is not None:
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("items", nargs="+", metavar="CKPT [CKPT ...] [QUESTION]",
                    help="checkpoints or reproduce folders, then the question (or a bare name: 'Ada Lovelace'); "
                         "without one, questions are read one per line from standard input")
+    p.add_argument("--question", "-q", metavar="TEXT", help="the question, when it could be taken for a path")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="answers to list by beam search (default 5)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=cmd_ask)

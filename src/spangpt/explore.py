@@ -8,6 +8,8 @@ request names a model by its number on the page, never by a path, so the browser
 from __future__ import annotations
 
 import json
+import math
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +121,7 @@ class Explorer:
             raise UserError("no models to explore")
         self.entries, self.data = entries, data
         self.lock = threading.Lock()  # one request at a time on the models (attention recording flips flags)
+        self.dev_lock = threading.Lock()
         self._dev = None
 
     def _entry(self, index) -> Entry:
@@ -175,9 +178,19 @@ class Explorer:
 
     def dev(self) -> dict:
         """Every dev question with each model's answer, and where the answer is in the person's line."""
-        if self._dev is None:
-            self._dev = self._load_dev()
+        with self.dev_lock:  # two first requests at once compute it once
+            if self._dev is None:
+                self._dev = self._load_dev()
         return self._dev
+
+    def _own_predictions(self, e: Entry, n: int) -> list[str] | None:
+        """The run's dev.predictions, as scored in its result.json, if it answered this very dev file."""
+        trained_on = e.info.get("data")
+        if e.dev_predictions is None or not isinstance(trained_on, str) or \
+                Path(trained_on).resolve() != self.data.resolve():
+            return None
+        preds = read_text(e.dev_predictions).split("\n")[:n]
+        return preds if len(preds) == n else None
 
     def _load_dev(self) -> dict:
         if self.data is None or not (self.data / "birth_dev.tsv").is_file():
@@ -186,15 +199,17 @@ class Explorer:
         pairs = load_questions(self.data / "birth_dev.tsv")
         wiki = self.data / "wiki.txt"
         lines = lines_by_name(load_corpus(wiki)) if wiki.is_file() else {}
-        predictions = []
+        predictions, errors = [], []
         for e in self.entries:
-            preds = None
-            if e.dev_predictions is not None:  # the run's own predictions, as scored in its result.json
-                preds = read_text(e.dev_predictions).split("\n")[: len(pairs)]
-            if preds is None or len(preds) != len(pairs):
-                with self.lock:
-                    preds = predict(e.model, e.vocab, [q for q, _ in pairs], str(self.data / "birth_dev.tsv"))
+            preds, error = self._own_predictions(e, len(pairs)), None
+            if preds is None:
+                try:
+                    with self.lock:
+                        preds = predict(e.model, e.vocab, [q for q, _ in pairs], str(self.data / "birth_dev.tsv"))
+                except UserError as err:  # this model cannot read some question (another vocabulary): its column only
+                    preds, error = [""] * len(pairs), str(err)
             predictions.append(preds)
+            errors.append(error)
         rows = []
         for i, (q, a) in enumerate(pairs):
             name = name_in_question(q) or ""
@@ -202,8 +217,9 @@ class Explorer:
             rows.append({"question": q, "answer": a, "name": name, "line": line, "where": answer_position(line, a),
                          "head": line[: head_length(line)] if line else "",
                          "predictions": [p[i] for p in predictions]})
-        accuracy = [100.0 * sum(p[i] == a for i, (_, a) in enumerate(pairs)) / len(pairs) for p in predictions]
-        return {"models": [e.name for e in self.entries], "accuracy": accuracy, "rows": rows}
+        accuracy = [None if err else 100.0 * sum(p[i] == a for i, (_, a) in enumerate(pairs)) / len(pairs)
+                    for p, err in zip(predictions, errors)]
+        return {"models": [e.name for e in self.entries], "accuracy": accuracy, "errors": errors, "rows": rows}
 
     def curves(self) -> dict:
         from spangpt.train import read_metrics
@@ -212,8 +228,8 @@ class Explorer:
         for e in self.entries:
             stages = {}
             for stage, path in e.metrics.items():
-                stages[stage] = [[r["step"], r["loss"]] for r in read_metrics(path)
-                                 if isinstance(r.get("loss"), (int, float))]
+                stages[stage] = [[r["step"], r["loss"]] for r in read_metrics(path)  # JSON has no NaN
+                                 if isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]
             r = e.result or {}
             before = (r.get("before_finetune") or {}).get("accuracy")
             out.append({"model": e.name, "stages": stages, "dev_accuracy": r.get("accuracy"),
@@ -296,11 +312,12 @@ def serve(paths, data: Path | None = None, host: str = "127.0.0.1", port: int = 
 
     entries, found = load_entries(paths, device)
     explorer = Explorer(entries, Path(data) if data else found)
-    try:
-        server = make_server(host, port, create_app(explorer), threaded=True)
+    try:  # bound here, so that a port in use is one line (werkzeug would print two and exit)
+        sock = socket.create_server((host, port))
     except OSError as e:
         raise UserError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
-    print(f"spangpt explore: {len(entries)} model(s) on http://{host}:{server.server_port}/ (Ctrl-C to stop)",
+    server = make_server(host, port, create_app(explorer), threaded=True, fd=sock.fileno())
+    print(f"spangpt explore: {len(entries)} model(s) on http://{host}:{sock.getsockname()[1]}/ (Ctrl-C to stop)",
           flush=True)
     try:
         server.serve_forever()
@@ -308,3 +325,4 @@ def serve(paths, data: Path | None = None, host: str = "127.0.0.1", port: int = 
         pass
     finally:
         server.server_close()
+        sock.close()

@@ -16,10 +16,9 @@ import torch.nn.functional as F
 
 from spangpt.corpus import name_in_question, question
 from spangpt.errors import UserError
-from spangpt.evaluate import predict
 from spangpt.generate import greedy_batched
 from spangpt.model import GPT
-from spangpt.vocab import MASK, MASK_ID, PAD, Vocab
+from spangpt.vocab import MASK, MASK_ID, PAD, PAD_ID, Vocab
 
 MAX_ANSWER = 32  # characters decoded per answer, as evaluation (the original decodes 32)
 
@@ -63,16 +62,20 @@ def _device(model: GPT) -> torch.device:
 
 
 @torch.no_grad()
-def answer_probability(model: GPT, vocab: Vocab, q: str, answer: str) -> float:
-    """P(answer⁇ | question⁇): teacher-forced, one forward pass."""
+def answer_probability(model: GPT, vocab: Vocab, q: str, answer: str, closed: bool = True) -> float:
+    """P(answer⁇ | question⁇), teacher-forced in one forward pass; closed=False: P(answer | question⁇), the
+    probability of an answer the model had not finished."""
     model.eval()
     prompt = prompt_ids(model, vocab, q)
-    target = vocab.encode(answer + MASK)
-    ids = (prompt + target)[: model.cfg.block_size]
+    target = vocab.encode(answer + (MASK if closed else ""))
+    ids = prompt + target
+    if len(ids) > model.cfg.block_size:  # cut, it would be the probability of a shorter answer
+        raise UserError(f"question and answer are {len(ids)} characters with their {MASK}s; the model reads at "
+                        f"most {model.cfg.block_size}")
     logits, _ = model(torch.tensor([ids], device=_device(model)))
     logp = F.log_softmax(logits[0].float(), dim=-1)
     steps = range(len(prompt) - 1, len(ids) - 1)  # position i predicts token i + 1
-    return math.exp(float(torch.stack([logp[i, ids[i + 1]] for i in steps]).double().sum()))
+    return math.exp(float(torch.stack([logp[i, ids[i + 1]] for i in steps]).double().sum())) if target else 1.0
 
 
 @torch.no_grad()
@@ -81,8 +84,10 @@ def top_answers(model: GPT, vocab: Vocab, q: str, k: int = 5, max_chars: int = M
 
     Each step extends every beam by every character and keeps the 2k best candidates: those that close
     the answer (⁇) among the best k are finished, the best k others go on. It stops when no open beam can
-    beat the k-th finished answer (probabilities only shrink as characters are added). With k = 1 this is
-    greedy decoding. Distinct answers are disjoint events, so their probabilities sum to at most 1.
+    beat the k-th finished answer (probabilities only shrink as characters are added), or after max_chars
+    characters, the closing ⁇ included, as evaluation decodes (or at the end of the block); the best open
+    beams then fill the list, marked not closed. With k = 1 this is greedy decoding. Distinct answers are
+    disjoint events, so their probabilities sum to at most 1.
     """
     if k < 1:
         raise UserError(f"top-k must be at least 1, got {k}")
@@ -91,7 +96,7 @@ def top_answers(model: GPT, vocab: Vocab, q: str, k: int = 5, max_chars: int = M
     device = _device(model)
     beams: list[tuple[list[int], float]] = [([], 0.0)]  # (answer ids so far, log-probability)
     done: list[tuple[list[int], float]] = []
-    for _ in range(min(max_chars + 1, model.cfg.block_size - len(prompt))):
+    for _ in range(min(max_chars, model.cfg.block_size - len(prompt))):
         x = torch.tensor([prompt + ids for ids, _ in beams], device=device)
         logits, _ = model(x)
         logp = F.log_softmax(logits[:, -1].float(), dim=-1) + torch.tensor([s for _, s in beams], device=device)[:, None]
@@ -116,10 +121,12 @@ def top_answers(model: GPT, vocab: Vocab, q: str, k: int = 5, max_chars: int = M
 
 
 def greedy_answer(model: GPT, vocab: Vocab, q: str) -> Answer:
-    """The answer evaluation gives (greedy decoding) and its probability."""
-    prompt_ids(model, vocab, q)  # the errors, before decoding
-    text = predict(model, vocab, [q], max_new=MAX_ANSWER)[0]
-    return Answer(text, answer_probability(model, vocab, q, text))
+    """The answer evaluation gives (greedy decoding, MAX_ANSWER characters at most) and its probability;
+    one the model did not close with ⁇ is marked so, with the probability of what it wrote."""
+    out = greedy_batched(model, [prompt_ids(model, vocab, q)], max_new=MAX_ANSWER)[0]
+    closed = bool(out) and out[-1] == MASK_ID
+    text = vocab.decode(out[:-1] if closed else out)
+    return Answer(text, answer_probability(model, vocab, q, text, closed), closed)
 
 
 def completions(model: GPT, vocab: Vocab, prefixes: list[str], max_chars: int = 96) -> list[str]:
@@ -140,8 +147,15 @@ def completions(model: GPT, vocab: Vocab, prefixes: list[str], max_chars: int = 
 def complete(model: GPT, vocab: Vocab, prefix: str, max_chars: int = 96, temperature: float = 0.0,
              seed: int = 0) -> str:
     """completions for one prefix; temperature > 0 samples each character from softmax(logits / temperature)
-    instead (one generator seeded with `seed`: the same call gives the same text)."""
-    if temperature <= 0:
+    instead, never the padding character (one generator seeded with `seed`: the same call gives the same
+    text). Below 1e-6 a temperature is greedy: sampling would give the argmax anyway."""
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+        raise UserError(f"max_chars must be a whole number >= 1, got {max_chars!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise UserError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    if not (isinstance(seed, int) and 0 <= seed < 2**63):
+        raise UserError(f"seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
+    if temperature < 1e-6:
         return completions(model, vocab, [prefix], max_chars)[0]
     completions(model, vocab, [prefix], 1)  # the same checks
     model.eval()
@@ -151,8 +165,9 @@ def complete(model: GPT, vocab: Vocab, prefix: str, max_chars: int = 96, tempera
     with torch.no_grad():
         for _ in range(min(max_chars, model.cfg.block_size - len(ids))):
             logits, _ = model(torch.tensor([ids + new], device=_device(model)))
-            probs = (logits[0, -1].float() / temperature).softmax(-1).cpu()
-            c = int(torch.multinomial(probs, 1, generator=gen))
+            logits = logits[0, -1].double().cpu() / temperature
+            logits[PAD_ID] = -math.inf
+            c = int(torch.multinomial((logits - logits.max()).softmax(-1), 1, generator=gen))
             if c == MASK_ID:
                 break
             new.append(c)

@@ -35,17 +35,24 @@ const pct = (p) => (100 * p).toFixed(p >= 0.001 ? 1 : 3) + "%";
 
 // ---------------------------------------------------------------- ask + attention
 
+// Each request takes a ticket; a reply that is no longer the latest is dropped (a second Ask, or another
+// model for the map, while the first was on its way).
+const latest = {ask: 0, attention: 0};
+
 async function ask(question, k) {
-  showError("ask-error", null);
-  $("answers").replaceChildren();
+  const ticket = ++latest.ask;
   let res;
   try {
     res = await api("/api/ask", {question, k});
   } catch (err) {
+    if (ticket !== latest.ask) return;
     showError("ask-error", err);
+    $("answers").replaceChildren();
     $("attention").replaceChildren();
     return;
   }
+  if (ticket !== latest.ask) return;
+  showError("ask-error", null);
   const cards = el("div", {class: "answers"});
   for (const a of res.answers) {
     const card = el("div", {class: "card"}, el("h3", {}, a.model));
@@ -64,21 +71,25 @@ async function ask(question, k) {
     }
     cards.append(card);
   }
-  $("answers").append(el("p", {}, res.question), cards);
+  $("answers").replaceChildren(el("p", {}, res.question), cards);
   await drawAttention(res.question);
 }
 
 async function drawAttention(question) {
-  showError("attention-error", null);
+  const ticket = ++latest.attention;
   const box = $("attention");
-  box.replaceChildren();
   let res;
   try {
     res = await api("/api/attention", {question, model: Number($("attention-model").value)});
   } catch (err) {
+    if (ticket !== latest.attention) return;
+    box.replaceChildren();
     showError("attention-error", err);
     return;
   }
+  if (ticket !== latest.attention) return;
+  showError("attention-error", null);
+  box.replaceChildren();
   res.weights.forEach((heads, layer) => {
     const table = el("table", {class: "heat", "data-layer": layer});
     const head = el("tr", {}, el("th", {class: "row"}, `layer ${layer + 1}`));
@@ -109,7 +120,8 @@ async function loadDev() {
     showError("dev-error", err);
     return;
   }
-  $("dev-summary").textContent = DEV.models.map((m, i) => `${m}: ${DEV.accuracy[i].toFixed(1)}%`).join(" · ") +
+  $("dev-summary").textContent = DEV.models.map((m, i) => DEV.errors[i] ? `${m}: ${DEV.errors[i]}`
+                                                   : `${m}: ${DEV.accuracy[i].toFixed(1)}%`).join(" · ") +
     ` (exact match, ${DEV.rows.length} questions)`;
   const head = el("tr", {}, el("th", {}, "question"), el("th", {}, "gold"), el("th", {}, "in line"));
   for (const m of DEV.models) head.append(el("th", {}, m));
