@@ -1,6 +1,6 @@
 """How fast does the host make batches? One recipe's epochs drawn and laid out, against plain references.
 
-    python benchmarks/data_speed.py DATA [--recipe best] [--epochs 3] [--repeats 5]
+    python benchmarks/data_speed.py DATA [--recipe best] [--epochs 3] [--repeats 5] [--sampler numpy]
 
 A GPU step of this model can take ~1 ms; the batch for it is made by Python on the host (in one DataLoader
 worker on CUDA). This times, per batch of the recipe's size, both sides in one run (medians of --repeats):
@@ -13,6 +13,7 @@ Both sides produce the same examples and tensors (checked here before timing).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import time
@@ -22,8 +23,9 @@ import torch
 
 from spangpt import corpus
 from spangpt.config import data_options, load_recipe, train_config
-from spangpt.data import Corruption, batches, load_wiki, pack_rows, pretrain_example
+from spangpt.data import SAMPLERS, Corruption, batches, load_wiki, pack_rows, pretrain_example
 from spangpt.errors import run_script
+from spangpt.sampler import EpochSampler
 from spangpt.stages import TRAIN_QA, qa_examples
 from spangpt.vocab import PAD_ID
 
@@ -56,14 +58,21 @@ def main(argv=None) -> None:
     ap.add_argument("--recipe", default="best")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per timing (default 3)")
     ap.add_argument("--repeats", type=int, default=5, help="timings per side; medians are printed (default 5)")
+    ap.add_argument("--sampler", choices=SAMPLERS, default="python", help="how spangpt's side draws: the "
+                    "recipe's line-at-a-time draws (python), or spangpt.sampler's whole epochs (numpy; other draws "
+                    "from the same distribution, so the two sides' batches are not compared)")
     args = ap.parse_args(argv)
     docs, vocab = load_wiki(args.data / "wiki.txt")
     rec = load_recipe(args.recipe)
     mix_qa, how = data_options(rec, "vanilla")
+    how = dataclasses.replace(how, sampler=args.sampler)
+    epoch_sampler = EpochSampler(docs, vocab, 128, how) if args.sampler == "numpy" else None
     cfg = train_config(rec, "pretrain", {}, documents=len(docs), block_size=128, variant="vanilla")
     qa = qa_examples(args.data / TRAIN_QA, vocab, 128) if mix_qa else []
 
     def draw(rng, how: Corruption):
+        if epoch_sampler is not None:
+            return epoch_sampler.draw(rng) + qa
         return [pretrain_example(d, vocab, 128, rng, how) for d in docs] + qa
 
     def draw_uncached(rng, how: Corruption):
@@ -76,7 +85,7 @@ def main(argv=None) -> None:
     def epochs(reference: bool) -> int:
         rng, n = random.Random(0), 0
         for _ in range(args.epochs):
-            examples = (draw_uncached if reference else draw)(rng, how)
+            examples = draw_uncached(rng, dataclasses.replace(how, sampler="python")) if reference else draw(rng, how)
             if reference:
                 order = list(range(len(examples)))
                 rng.shuffle(order)
@@ -87,13 +96,13 @@ def main(argv=None) -> None:
                 n += sum(1 for _ in batches(examples, cfg.batch_size, 128, cfg.pack, rng))
         return n
 
-    # the same examples and tensors on both sides
-    fast = next(iter(batches(draw(random.Random(1), how), cfg.batch_size, 128, cfg.pack, random.Random(2))))
-    examples = draw_uncached(random.Random(1), how)
-    order = list(range(len(examples)))
-    random.Random(2).shuffle(order)
-    ref = reference_layout([examples[i] for i in order[: cfg.batch_size]], 128, cfg.pack)
-    assert all(torch.equal(a, b) for a, b in zip(ref, (fast.x, fast.y, fast.pos, fast.doc)))
+    if epoch_sampler is None:  # the same examples and tensors on both sides
+        fast = next(iter(batches(draw(random.Random(1), how), cfg.batch_size, 128, cfg.pack, random.Random(2))))
+        examples = draw_uncached(random.Random(1), dataclasses.replace(how, sampler="python"))
+        order = list(range(len(examples)))
+        random.Random(2).shuffle(order)
+        ref = reference_layout([examples[i] for i in order[: cfg.batch_size]], 128, cfg.pack)
+        assert all(torch.equal(a, b) for a, b in zip(ref, (fast.x, fast.y, fast.pos, fast.doc)))
 
     times = {"reference": [], "spangpt": []}
     for _ in range(args.repeats):

@@ -23,7 +23,7 @@ RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
 # recipe keys that are not TrainConfig fields: they are resolved into TrainConfig values below
 # [pretrain] data options, read by stages.pretrain
-DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus", "corruption")
+DATA_KEYS = ("mix_qa", "window", "salient_mask", "focus", "corruption", "sampler")
 FROM_SCRATCH = ("epochs", "lr")  # [finetune] epochs_from_scratch, lr_from_scratch: used when there is no --init
 # the stage each extra key belongs to: elsewhere it would be read by nobody, so it is an error there
 EXTRA_KEYS = {"decay_epochs": STAGES, "zero_positions": STAGES,
@@ -109,7 +109,8 @@ def data_options(recipe: dict, variant: str | None = None) -> tuple[bool, Corrup
     if not isinstance(mix_qa, bool):
         raise UserError(f"{_source(recipe)} [{_table_of(recipe, 'pretrain', variant, 'mix_qa')}]: mix_qa must be "
                         f"true or false, got {mix_qa!r}")
-    keys = {"corruption": "style", "focus": "focus", "window": "window", "salient_mask": "salient_mask"}
+    keys = {"corruption": "style", "focus": "focus", "window": "window", "salient_mask": "salient_mask",
+            "sampler": "sampler"}
     try:
         how = Corruption(**{field: table[key] for key, field in keys.items() if key in table})
     except BadValue as e:

@@ -84,6 +84,7 @@ def numbered_questions(path, need_answers: bool = True) -> list[tuple[int, str, 
 
 
 CORRUPTIONS = ("spangpt", "original")
+SAMPLERS = ("python", "numpy")
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,16 @@ class Corruption:
     - salient_mask: with this probability, the masked span is a run of capitalised words after the name
       instead of a random span: salient-span masking (REALM, Guu et al. 2020).
     With focus, window and salient_mask off, the draws are the chosen style's, call for call.
+
+    sampler: "python" (span_corruption, a line at a time: every recipe's numbers were measured with it) or
+    "numpy" (spangpt.sampler: a whole epoch at once, the same distribution but not the same draws; the
+    spangpt style, with focus, only).
     """
     style: str = "spangpt"
     focus: float = 0.0
     window: bool = False
     salient_mask: float = 0.0
+    sampler: str = "python"
 
     def __post_init__(self):
         if self.style not in CORRUPTIONS:
@@ -123,6 +129,10 @@ class Corruption:
             p = getattr(self, key)
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
                 raise BadValue(key, "a number in [0, 1]", p)
+        if self.sampler not in SAMPLERS:
+            raise BadValue("sampler", f"one of {', '.join(map(repr, SAMPLERS))}", self.sampler)
+        if self.sampler == "numpy" and (self.style != "spangpt" or self.window or self.salient_mask):
+            raise BadValue("sampler", "'python' with corruption 'original', window or salient_mask", self.sampler)
 
 
 def span_corruption(doc: str, block_size: int, rng: random.Random, how: Corruption = Corruption()) -> str:

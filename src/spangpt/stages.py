@@ -19,6 +19,7 @@ from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.evaluate import accuracy, predict, write_predictions
 from spangpt.model import GPT
+from spangpt.sampler import EpochSampler
 from spangpt.device import pick_device, wants_fast_dropout
 from spangpt.train import train
 from spangpt.trainlog import check_tensorboard
@@ -81,7 +82,7 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
                         variant=variant)
     run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
            "mix_qa": mix_qa, "window": how.window, "salient_mask": how.salient_mask,
-           "focus": how.focus, "corruption": how.style, "zero_positions": zero_positions(rec, "pretrain", variant),
+           "focus": how.focus, "corruption": how.style, "sampler": how.sampler, "zero_positions": zero_positions(rec, "pretrain", variant),
            "model": mcfg.to_dict(), "train": tcfg.to_dict()}
     torch.manual_seed(tcfg.seed)  # the initial weights are part of what --seed fixes
     model = _init_positions(GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg)), run["zero_positions"])
@@ -89,8 +90,12 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
 
     qa = qa_examples(data / TRAIN_QA, vocab, block) if mix_qa else []
 
-    def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
-        return [pretrain_example(d, vocab, block, rng, how) for d in docs] + qa
+    if how.sampler == "numpy":  # a whole epoch in a few array operations (spangpt.sampler)
+        sampler = EpochSampler(docs, vocab, block, how)
+        draw = lambda rng: sampler.draw(rng) + qa  # noqa: E731
+    else:
+        def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
+            return [pretrain_example(d, vocab, block, rng, how) for d in docs] + qa
 
     return _fit(out, model, vocab, draw, tcfg, run, f"pretrain {variant}", resume, quiet, keep_state, tensorboard)
 
