@@ -130,3 +130,5 @@ def test_answer_position_says_where_the_answer_first_ends_in_the_line():
     assert answer_position("", "Paris") == answer_position(line, "") == "not in line"
     ends_at_96 = "a" * 90 + "Lisbon"
     assert answer_position(ends_at_96, "Lisbon") == "first 96" and answer_position(ends_at_96 + "x", "x") == "past 96"
+    assert answer_position("Florence Nightingale. Born in Rome .", "Florence") == "first 96"
+    assert answer_position("Florence Nightingale. Born in Rome .", "Florence", 22) == "not in line"

@@ -56,10 +56,11 @@ def lines_by_name(lines: list[str]) -> dict[str, str]:
     return out
 
 
-def answer_position(line: str, answer: str) -> str:
-    """Where an answer first occurs in a wiki line: "first 96" (it ends within the MAX_SHOWN characters the
-    original's span corruption ever shows), "past 96", or "not in line" (an empty line: a person without one)."""
-    i = line.find(answer) if answer else -1
+def answer_position(line: str, answer: str, start: int = 0) -> str:
+    """Where an answer first occurs in a wiki line, from `start` on (head_length(line): not in the name, as
+    "Florence" in "Florence Nightingale. "): "first 96" (it ends within the MAX_SHOWN characters the original's
+    span corruption ever shows), "past 96", or "not in line" (an empty line: a person without one)."""
+    i = line.find(answer, start) if answer else -1
     return "not in line" if i < 0 else "first 96" if i + len(answer) <= MAX_SHOWN else "past 96"
 
 
