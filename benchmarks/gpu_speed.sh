@@ -2,57 +2,67 @@
 # A GPU's speed on this model: the eager step against the fast path (4 batch workers: --workers 4; static
 # shapes: --row-multiple 8; each shape one CUDA graph: --compile true --compile-mode reduce-overhead), one
 # process alone on the GPU.
-#   1. `best` pretraining (vanilla): EAGER_STEPS eager steps, then the whole recipe on the fast path;
-#   2. `paper` pretraining (vanilla): the same;
-#   3. per run: steps/s, real tokens/s, the whole pretraining's time (eager: extrapolated from its steps/s),
+#   1. for each recipe (`best`, `paper`), vanilla pretraining: EAGER_STEPS eager steps, then the whole
+#      recipe on the fast path;
+#   2. per run: steps/s, real tokens/s, the whole pretraining's time (eager: extrapolated from its steps/s),
 #      and the loss at EAGER_STEPS on both paths side by side (the fast path must not change the curve);
-#   4. `spangpt reproduce --recipe best --seeds 0 1 2 --jobs 3` on the fast path, wall time.
+#   3. `spangpt reproduce --recipe best --seeds 0 1 2 --jobs 3` on the fast path, wall time.
 # Usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]   (default 3000; sized for one 10-minute call when
 # the fast path meets its goal: ~8 min with the eager best at ~12 ms a step)
+# RECIPES, TABLE_RECIPE, SEEDS and FAST override the recipes, the table's recipe and seeds, and the fast
+# path's options, LOG_INTERVAL the steps between metrics lines (default 100). A CPU smoke run of the plumbing:
+# RECIPES=tiny.toml TABLE_RECIPE=tiny.toml SEEDS=0 FAST="--row-multiple 8 --workers 2" LOG_INTERVAL=5 ... 10
 set -euo pipefail
 DATA=${1:?usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]}
 OUT=${2:?usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]}
 STEPS=${3:-3000}
+read -r -a RECIPE_LIST <<< "${RECIPES:-best paper}"
+read -r -a FAST_OPTS <<< "${FAST:---workers 4 --row-multiple 8 --compile true --compile-mode reduce-overhead}"
+read -r -a SEED_LIST <<< "${SEEDS:-0 1 2}"
 export PYTHONPATH=${PYTHONPATH:-src}
 PY=${PYTHON:-python3}
-FAST=(--compile true --compile-mode reduce-overhead --row-multiple 8 --workers 4)
 mkdir -p "$OUT"
-nvidia-smi -L || true
+nvidia-smi -L 2>/dev/null || echo "(no nvidia-smi: not a CUDA machine)"
 
-pretrain() {  # NAME RECIPE [OPTIONS...]: one vanilla pretraining, its wall time in OUT/NAME.wall
+pretrain() {  # NAME RECIPE [OPTIONS...]: one vanilla pretraining
     local name=$1 recipe=$2
     shift 2
     SECONDS=0
     $PY -m spangpt pretrain --variant vanilla --data "$DATA" --recipe "$recipe" --out "$OUT/$name.safetensors" \
-        --log-interval 100 "$@" > "$OUT/$name.log" 2>&1
-    echo "$SECONDS" > "$OUT/$name.wall"
+        --log-interval "${LOG_INTERVAL:-100}" "$@" > "$OUT/$name.log" 2>&1
     echo "$name: $SECONDS s wall (start-up and compilation included)"
 }
 
-for recipe in best paper; do
-    pretrain "$recipe-eager" "$recipe" --max-steps "$STEPS"
-    pretrain "$recipe-fast" "$recipe" "${FAST[@]}"
+names=()
+for recipe in "${RECIPE_LIST[@]}"; do
+    name=$(basename "$recipe" .toml)
+    names+=("$name")
+    pretrain "$name-eager" "$recipe" --max-steps "$STEPS"
+    pretrain "$name-fast" "$recipe" "${FAST_OPTS[@]}"
 done
 
-$PY - "$OUT" "$STEPS" <<'PY'
+$PY - "$OUT" "$STEPS" "${names[@]}" <<'PY'
 import sys
 from pathlib import Path
 from spangpt.train import read_metrics
-out, steps = Path(sys.argv[1]), int(sys.argv[2])
-print(f"{'run':<12} {'steps/s':>8} {'real tok/s':>11} {'whole pretraining':>22} {'loss at step ' + str(steps):>18}")
-for recipe in ("best", "paper"):
-    total = read_metrics(out / f"{recipe}-fast.metrics.jsonl")[-1]["step"]  # the whole recipe's steps
+out, steps, names = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+print(f"{'run':<16} {'steps/s':>8} {'real tok/s':>11} {'whole pretraining':>22} {'loss at step ' + str(steps):>18}")
+for name in names:
+    total = read_metrics(out / f"{name}-fast.metrics.jsonl")[-1]["step"]  # the whole recipe's steps
     for path in ("eager", "fast"):
-        recs = read_metrics(out / f"{recipe}-{path}.metrics.jsonl")
+        recs = read_metrics(out / f"{name}-{path}.metrics.jsonl")
         a, b = recs[len(recs) // 2], recs[-1]  # the second half: past warm-up and compilation
-        rate = (b["step"] - a["step"]) / max(1e-9, b["elapsed_s"] - a["elapsed_s"])
+        if a is b:  # one metrics line: the whole run
+            rate = b["step"] / max(1e-9, b["elapsed_s"])
+        else:
+            rate = (b["step"] - a["step"]) / max(1e-9, b["elapsed_s"] - a["elapsed_s"])
         whole = f"{b['elapsed_s']:.1f} s" if path == "fast" else f"~{total / rate:.0f} s (from steps/s)"
         at = next((r["loss"] for r in recs if r["step"] == steps), "-")
-        print(f"{recipe + '-' + path:<12} {rate:>8.1f} {b['real_tok_per_s']:>11.0f} {whole:>22} {at:>18}")
+        print(f"{name + '-' + path:<16} {rate:>8.1f} {b['real_tok_per_s']:>11.0f} {whole:>22} {at:>18}")
 PY
 
 SECONDS=0
-$PY -m spangpt reproduce --data "$DATA" --out "$OUT/table" --recipe best --seeds 0 1 2 --jobs 3 "${FAST[@]}" \
-    > "$OUT/table.log" 2>&1
-echo "reproduce --recipe best --seeds 0 1 2 --jobs 3 on the fast path: $SECONDS s wall"
+$PY -m spangpt reproduce --data "$DATA" --out "$OUT/table" --recipe "${TABLE_RECIPE:-best}" \
+    --seeds "${SEED_LIST[@]}" --jobs "${#SEED_LIST[@]}" "${FAST_OPTS[@]}" > "$OUT/table.log" 2>&1
+echo "reproduce --recipe ${TABLE_RECIPE:-best} --seeds ${SEED_LIST[*]} on the fast path: $SECONDS s wall"
 tail -12 "$OUT/table/report.md"

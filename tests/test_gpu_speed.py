@@ -1,0 +1,25 @@
+"""benchmarks/gpu_speed.sh is run on a GPU rarely and briefly: its plumbing is checked here, on the CPU, with a
+tiny recipe and the fast path's CPU-side options (no compilation), so a GPU call is not spent on a typo."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TINY_RECIPE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_speed_runs_end_to_end_and_the_fast_path_keeps_the_loss(synth_dir, tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE.replace("epochs = 1\nbatch_size = 16\nlr = 1e-3\nschedule = \"constant\"",
+                                          "epochs = 3\nbatch_size = 16\nlr = 1e-3\nschedule = \"constant\"", 1))
+    env = {**os.environ, "RECIPES": str(recipe), "TABLE_RECIPE": str(recipe), "SEEDS": "0", "LOG_INTERVAL": "5",
+           "FAST": "--row-multiple 8 --workers 2", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src")}
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_speed.sh"), str(synth_dir), str(tmp_path / "out"),
+                        "10"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^tiny-(eager|fast)\s.*\s(\S+)$", r.stdout, re.M)}
+    assert set(rows) == {"eager", "fast"} and rows["eager"] == rows["fast"] != "-"  # the loss at step 10
+    assert "reproduce --recipe" in r.stdout and "| RoPE |" in r.stdout
