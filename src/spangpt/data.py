@@ -251,8 +251,8 @@ def _length_sums(examples) -> dict:
 
 
 def _rows(flat: list[int], B: int, T: int) -> torch.Tensor:
-    """A flat list of ids as a (B, T) int64 tensor (through NumPy: ~3x faster than torch.tensor on a list)."""
-    return torch.from_numpy(np.array(flat, dtype=np.int64)).view(B, T)
+    """A flat list of ids as a (B, T) int64 tensor (np.fromiter: ~4x faster than torch.tensor on a list)."""
+    return torch.from_numpy(np.fromiter(flat, dtype=np.int64, count=len(flat))).view(B, T)
 
 
 def pad_batch(examples, block_size: int) -> Batch:
@@ -297,21 +297,27 @@ def pack_batch(examples, block_size: int) -> Batch:
     block_size string, while packed examples restart their positions, so a whole block fits."""
     T = block_size
     rows = pack_rows([len(x) for x, _ in examples], T)
-    x, y, pos, doc = [], [], [], []
-    for members in rows:  # flat lists, then one tensor each (per-example tensor copies cost ~10x more)
+    x, y, lens, ids = [], [], [], []  # flat ids; each segment's length and its example index in the row
+    for members in rows:  # flat lists, then one array each (per-example tensor copies cost ~10x more)
         for k, i in enumerate(members):
             xi, yi = examples[i]
             x += xi
             y += yi
-            pos += range(len(xi))
-            doc += [k] * len(xi)
-        fill = T - len(x) % T if len(x) % T else 0
+            lens.append(len(xi))
+            ids.append(k)
+        fill = -len(x) % T
         x += [PAD_ID] * fill
         y += [PAD_ID] * fill
-        pos += [0] * fill
-        doc += [-1] * fill  # -1 = filler; it attends only to other filler
+        lens.append(fill)
+        ids.append(-1)  # -1 = filler; it attends only to other filler
     B = len(rows)
-    return Batch(_rows(x, B, T), _rows(y, B, T), _rows(pos, B, T), _rows(doc, B, T), len(examples),
+    lens_a, ids_a = np.array(lens), np.array(ids)
+    starts = np.cumsum(lens_a) - lens_a
+    filler = np.repeat(ids_a < 0, lens_a)
+    pos = np.where(filler, 0, np.arange(B * T) - np.repeat(starts, lens_a))  # restarting at each example
+    doc = np.repeat(ids_a, lens_a)
+    as_rows = lambda a: torch.from_numpy(a.astype(np.int64, copy=False)).view(B, T)  # noqa: E731
+    return Batch(_rows(x, B, T), _rows(y, B, T), as_rows(pos), as_rows(doc), len(examples),
                  **_length_sums(examples))
 
 
