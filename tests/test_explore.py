@@ -250,3 +250,37 @@ def test_a_port_in_use_is_one_line(run_dir):
                            capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert f"cannot serve on 127.0.0.1:{port}" in r.stderr
+
+
+def test_ask_on_a_terminal_prompts_until_end_of_input_and_survives_a_bad_question(run_dir):
+    """A bad question on a terminal is a message and the next prompt, not the end of the session."""
+    import os
+    import pty
+    import select
+    import time
+
+    ckpt = str(run_dir / "vanilla" / "seed0" / "finetune.safetensors")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: spangpt ask on a terminal
+        os.execv(sys.executable, [sys.executable, "-m", "spangpt", "ask", ckpt, "--top-k", "2"])
+    seen = b""
+
+    def until(text: bytes, times=1, seconds=120):
+        nonlocal seen
+        end = time.time() + seconds
+        while seen.count(text) < times and time.time() < end:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+        return seen.count(text) >= times
+
+    assert until(b"question> ")
+    os.write(fd, "Zoë\n".encode())
+    assert until("cannot read: 'ë'".encode()) and until(b"question> ", 2)  # the next prompt
+    os.write(fd, b"Ann Lee\n")
+    assert until(b"Where was Ann Lee born?") and until(b"question> ", 3)
+    os.write(fd, b"\x04")  # end of input
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
