@@ -325,3 +325,23 @@ def test_no_recipe_starves_its_no_pretraining_control(name, variant):
     cfg = train_config(load_recipe(name), "finetune", {}, documents=2937, block_size=128, from_scratch=True,
                        variant=variant)
     assert cfg.lr >= 6e-4
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"device": "cuda:zz"}, "device must be a device name"),
+    ({"device": ""}, "device must be a device name"),
+    ({"seed": 2**64}, "seed must be a whole number below 2\\^63"),
+    ({"row_multiple": 10**8}, "row_multiple must be a whole number from 0 to 1024"),
+])
+def test_values_that_failed_only_in_training_are_one_line_errors_too(override, message):
+    with pytest.raises(UserError, match=r"^the command line \[pretrain\]: " + message):
+        train_config(load_recipe("demo"), "pretrain", override, documents=10, block_size=128)
+
+
+def test_a_paper_schedule_without_its_decay_names_the_table_that_set_it(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text("[pretrain.rope]\nschedule = 'paper'\n")
+    with pytest.raises(UserError, match=r"m\.toml \[pretrain\.rope\]: schedule 'paper' needs decay_epochs"):
+        train_config(load_recipe(str(path)), "pretrain", {}, documents=10, block_size=128, variant="rope")
+    with pytest.raises(UserError, match=r"^the command line: schedule 'paper' needs"):
+        train_config(load_recipe(str(path)), "pretrain", {"schedule": "paper"}, documents=10, block_size=128)

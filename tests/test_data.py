@@ -365,3 +365,10 @@ def test_focus_runs_are_the_runs_after_the_name_but_the_name_again():
         runs = [(a, b) for a, b in capitalised_runs(line, head) if line[a:b] not in line[:head]]
         assert focus_runs(line) == (head, tuple(runs))
     assert [LONG[a:b] for a, b in focus_runs(LONG)[1]][:3] == ["New York City", "USA", "Oxford"]
+
+
+def test_layouts_take_tuples_and_an_empty_batch():
+    b = pack_batch([], 16)
+    assert b.x.shape == b.pos.shape == (0, 16)
+    for layout in (pack_batch, pad_batch):
+        assert layout([((3, 4, 5), (4, 5, 0))], 16).x[0, :4].tolist() == [3, 4, 5, 0]

@@ -219,3 +219,11 @@ def test_use_fast_dropout_gives_the_model_built_with_it_and_keeps_the_weights():
     assert all(m.p == 0.2 for m in plain.modules() if isinstance(m, FastDropout))
     assert all(torch.equal(v, weights[k]) for k, v in plain.state_dict().items())
     assert kinds(plain.use_fast_dropout(False)) == kinds(GPT(cfg))
+
+
+def test_use_fast_dropout_keeps_an_eval_model_deterministic():
+    cfg = ModelConfig(vocab_size=20, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.5)
+    m = GPT(cfg).eval()
+    x = torch.randint(0, 20, (2, 8))
+    before = m(x)[0]
+    assert torch.equal(m.use_fast_dropout(True)(x)[0], before)

@@ -104,6 +104,16 @@ def test_a_finished_run_with_other_settings_is_an_error_not_reused(table, synth_
         rp.reproduce(synth_dir, out, recipe=str(recipe), seeds=(0,), train_overrides={**FAST, "max_steps": 3})
 
 
+def test_how_a_run_runs_does_not_keep_its_finished_runs_from_being_reused(table, synth_dir, monkeypatch):
+    """Seeds added on another machine with --workers, --row-multiple, --device ...: the finished ones stand."""
+    out, recipe, _ = table
+    monkeypatch.setattr(rp.stages, "pretrain", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr(rp.stages, "finetune", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    results = rp.reproduce(synth_dir, out, recipe=str(recipe), seeds=(0,),
+                           train_overrides={"max_steps": 2, "workers": 0, "row_multiple": 8, "compile": False})
+    assert [r["name"] for r in results["runs"]] == ["scratch", "vanilla", "rope"]
+
+
 def test_a_finished_run_from_an_edited_recipe_is_an_error_not_reused(synth_dir, tmp_path):
     """Same recipe file, other contents: the finished run was made with the old file and must not be read back."""
     recipe = tmp_path / "tiny.toml"

@@ -177,7 +177,9 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     except BadValue as e:  # a TOML value of the wrong type would otherwise be taken at face value
         raise bad(e.key, e.want, e.value) from None
     if cfg.schedule == "paper" and not cfg.final_tokens:
-        raise UserError(f"{_source(recipe)} [{stage}]: schedule 'paper' needs decay_epochs (or final_tokens)")
+        where = "the command line" if "schedule" in command_line else \
+            f"{_source(recipe)} [{_table_of(recipe, stage, variant, 'schedule')}]"
+        raise UserError(f"{where}: schedule 'paper' needs decay_epochs (or final_tokens)")
     return cfg
 
 

@@ -260,8 +260,10 @@ def pad_batch(examples, block_size: int) -> Batch:
     T = block_size - 1
     x, y = [], []
     for xi, yi in examples:  # whole rows as flat lists, then one tensor each: per-example copies cost ~10x more
-        x += xi + [PAD_ID] * (T - len(xi))
-        y += yi + [PAD_ID] * (T - len(yi))
+        x.extend(xi)
+        x.extend([PAD_ID] * (T - len(xi)))
+        y.extend(yi)
+        y.extend([PAD_ID] * (T - len(yi)))
     B = len(examples)
     return Batch(_rows(x, B, T), _rows(y, B, T), n_examples=B, **_length_sums(examples))
 
@@ -301,8 +303,8 @@ def pack_batch(examples, block_size: int) -> Batch:
     for members in rows:  # flat lists, then one array each (per-example tensor copies cost ~10x more)
         for k, i in enumerate(members):
             xi, yi = examples[i]
-            x += xi
-            y += yi
+            x.extend(xi)
+            y.extend(yi)
             lens.append(len(xi))
             ids.append(k)
         fill = -len(x) % T
@@ -311,7 +313,7 @@ def pack_batch(examples, block_size: int) -> Batch:
         lens.append(fill)
         ids.append(-1)  # -1 = filler; it attends only to other filler
     B = len(rows)
-    lens_a, ids_a = np.array(lens), np.array(ids)
+    lens_a, ids_a = np.array(lens, dtype=np.int64), np.array(ids, dtype=np.int64)
     starts = np.cumsum(lens_a) - lens_a
     filler = np.repeat(ids_a < 0, lens_a)
     pos = np.where(filler, 0, np.arange(B * T) - np.repeat(starts, lens_a))  # restarting at each example

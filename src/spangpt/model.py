@@ -241,7 +241,7 @@ class GPT(nn.Module):
         for module in list(self.modules()):
             for name, child in list(module.named_children()):
                 if isinstance(child, (nn.Dropout, FastDropout)):
-                    setattr(module, name, make_dropout(child.p, fast))
+                    setattr(module, name, make_dropout(child.p, fast).train(child.training))
         return self
 
     @staticmethod

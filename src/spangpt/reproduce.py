@@ -19,7 +19,7 @@ from spangpt.data import load_wiki, numbered_questions
 from spangpt.errors import UserError
 from spangpt.evaluate import answer_loss, london_baseline, prompts_for
 from spangpt.fileio import atomic_write
-from spangpt.train import TrainConfig
+from spangpt.train import RUN_ONLY, TrainConfig
 from spangpt.trainlog import check_tensorboard, log_scalar
 
 DEV, TEST = "birth_dev.tsv", "birth_test_inputs.tsv"
@@ -108,9 +108,17 @@ def _key(spec: RunSpec) -> dict:
             "pretrain": spec.pretrain, "overrides": spec.train_overrides}
 
 
+def _what_is_trained(key) -> dict | None:
+    """A run's key without the overrides that say how it runs, not what it trains (device, workers, compile,
+    ...: train.RUN_ONLY): a finished run is reused whatever they were then and are now."""
+    if not isinstance(key, dict) or not isinstance(key.get("overrides"), dict):
+        return None
+    return {**key, "overrides": {k: v for k, v in key["overrides"].items() if k not in RUN_ONLY}}
+
+
 def _finished_before(spec: RunSpec, done: Path, key: dict) -> dict:
     info = json.loads(done.read_text())
-    if info.get("key") != key:
+    if _what_is_trained(info.get("key")) != _what_is_trained(key):
         raise UserError(f"{done}: a finished run with other settings ({info.get('key')}); use another --out")
     print(f"{spec}: finished before, dev {info['accuracy']:.1f}% (reusing {done})", flush=True)
     return info

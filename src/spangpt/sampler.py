@@ -25,9 +25,9 @@ class EpochSampler:
     def __init__(self, docs: list[str], vocab: Vocab, block_size: int, how: Corruption):
         self.block, self.focus, self.limit = block_size, how.focus, max_shown(block_size)
         self.lengths = np.array([len(d) for d in docs])
-        self.ids = np.full((len(docs), max(self.lengths) + 1), PAD_ID, dtype=np.int64)
-        for i, d in enumerate(docs):
-            self.ids[i, : len(d)] = vocab.encode(d)
+        # every line's ids one after the other (int32: the corpus's size, not lines x the longest line)
+        self.ids = np.fromiter((i for d in docs for i in vocab.encode(d)), dtype=np.int32, count=int(self.lengths.sum()))
+        self.offsets = np.cumsum(self.lengths) - self.lengths
         # each line's focus runs, flattened: run r of line i is run_first[i] + r; its window may start at any
         # of its (up to five) last word starts, as focus_example chooses
         heads, starts, ends, words, n_words, first, count = [], [], [], [], [], [], []
@@ -77,13 +77,13 @@ class EpochSampler:
         seg_start = np.zeros((n, 8), dtype=np.int64)
         seg_len = np.ones((n, 8), dtype=np.int64)
         for k, col in enumerate((0, 1, 3, 5)):  # the four ranges; columns 2, 4, 6: ⁇; 7: PAD
-            seg_start[:, col] = r[:, k, 0] + np.arange(n) * self.ids.shape[1]  # into the flattened line table
+            seg_start[:, col] = r[:, k, 0] + self.offsets  # into the concatenated lines
             seg_len[:, col] = r[:, k, 1] - r[:, k, 0]
         lens, starts = seg_len.ravel(), seg_start.ravel()
         total = lens.sum()
         first = np.cumsum(lens) - lens  # where each segment begins in the output
         src = np.repeat(starts - first, lens) + np.arange(total)
-        out = self.ids.ravel()[src]
+        out = self.ids[np.where(src < len(self.ids), src, 0)].astype(np.int64)  # the ⁇ and PAD segments: below
         special = np.repeat(np.tile(np.array([-1, -1, MASK_ID, -1, MASK_ID, -1, MASK_ID, PAD_ID]), n), lens)
         out = np.where(special >= 0, special, out)
         return out, seg_len.sum(1) - 1

@@ -45,6 +45,16 @@ def _whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _device_name(name: str) -> bool:
+    if name == "auto":
+        return True
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -128,8 +138,12 @@ class TrainConfig:
             raise BadValue("fast_dropout", "true or false", self.fast_dropout)
         if self.workers is not None and not (_whole(self.workers) and self.workers >= 0):
             raise BadValue("workers", "a whole number >= 0", self.workers)
-        if not isinstance(self.device, str):
+        if not isinstance(self.device, str) or not _device_name(self.device):
             raise BadValue("device", "a device name (auto, cpu, cuda, cuda:1, mps)", self.device)
+        if self.seed >= 2**63:  # torch.manual_seed takes 64 bits, and the seed is offset per rank and step
+            raise BadValue("seed", "a whole number below 2^63", self.seed)
+        if self.row_multiple > 1024:
+            raise BadValue("row_multiple", "a whole number from 0 to 1024", self.row_multiple)
 
     def to_dict(self) -> dict:
         return asdict(self)
