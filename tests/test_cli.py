@@ -203,3 +203,15 @@ def test_run_script_makes_a_user_error_one_line_and_status_2(capsys, monkeypatch
         assert e.value.code == want
     with pytest.raises(ValueError):
         run_script(lambda: int("x"))
+
+
+def test_optional_options_take_auto_and_refuse_other_words(capsys):
+    from spangpt.cli import build_parser
+
+    p = build_parser()
+    args = p.parse_args(["pretrain", "--variant", "rope", "--data", "d", "--out", "o", "--workers", "auto",
+                         "--fast-dropout", "false"])
+    assert (args.workers, args.fast_dropout) == ("auto", False)
+    with pytest.raises(SystemExit):
+        p.parse_args(["pretrain", "--variant", "rope", "--data", "d", "--out", "o", "--workers", "many"])
+    assert "invalid int value: 'many'" in capsys.readouterr().err

@@ -345,3 +345,14 @@ def test_a_paper_schedule_without_its_decay_names_the_table_that_set_it(tmp_path
         train_config(load_recipe(str(path)), "pretrain", {}, documents=10, block_size=128, variant="rope")
     with pytest.raises(UserError, match=r"^the command line: schedule 'paper' needs"):
         train_config(load_recipe(str(path)), "pretrain", {"schedule": "paper"}, documents=10, block_size=128)
+
+
+def test_auto_on_the_command_line_gives_a_device_chosen_value_back_over_the_recipes(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("[pretrain]\nworkers = 1\nfast_dropout = true\nschedule = 'constant'\n")
+    r = load_recipe(str(path))
+    cfg = train_config(r, "pretrain", {"workers": "auto", "fast_dropout": "auto"}, documents=10, block_size=128)
+    assert (cfg.workers, cfg.fast_dropout) == (None, None)
+    assert train_config(r, "pretrain", {}, documents=10, block_size=128).workers == 1
+    with pytest.raises(UserError, match="the command line \\[pretrain\\]: lr must be a number > 0, got 'auto'"):
+        train_config(r, "pretrain", {"lr": "auto"}, documents=10, block_size=128)  # only where None means auto

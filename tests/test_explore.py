@@ -253,7 +253,7 @@ def test_a_port_in_use_is_one_line(run_dir):
 
 
 def test_ask_on_a_terminal_prompts_until_end_of_input_and_survives_a_bad_question(run_dir):
-    """A bad question on a terminal is a message and the next prompt, not the end of the session."""
+    """A bad question on a terminal is a message and the next prompt: ask goes on until the end of input."""
     import os
     import pty
     import select

@@ -30,6 +30,14 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
 
 
+def _auto(parse):
+    """An option whose field may be None (the device decides): "auto" passes through, anything else is parsed."""
+    def parse_or_auto(s: str):
+        return "auto" if s == "auto" else parse(s)
+    parse_or_auto.__name__ = parse.__name__  # argparse names the type in its error message
+    return parse_or_auto
+
+
 def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=VARIANTS, required=True, help="position scheme")
     p.add_argument("--data", type=Path, required=True, help="folder with wiki.txt and birth_places_train.tsv")
@@ -63,12 +71,16 @@ def add_options(group, cls, names) -> None:
         kw = {"help": meta.get("help") or None, "metavar": meta.get("metavar")}
         if meta.get("choices"):
             kw["choices"] = meta["choices"]
-        elif kind in (bool, bool | None):
+        elif kind is bool:
             kw.update(type=_bool, metavar="BOOL")
+        elif kind == bool | None:  # None: chosen by the device; "auto" asks for that over a recipe's value
+            kw.update(type=_auto(_bool), metavar="{BOOL,auto}")
+        elif kind == int | None:
+            kw.update(type=_auto(int), metavar="{N,auto}")
         elif typing.get_origin(kind) is tuple:
             kw.update(type=float, nargs=len(typing.get_args(kind)), metavar=kw["metavar"] or "X")
         else:
-            kw["type"] = {int: int, int | None: int, float: float}.get(kind, str)
+            kw["type"] = {int: int, float: float}.get(kind, str)
             kw["metavar"] = kw["metavar"] or {int: "N", float: "X"}.get(kw["type"])
         group.add_argument("--" + f.name.replace("_", "-"), **{k: v for k, v in kw.items() if v is not None})
 
