@@ -6,6 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import load_benchmark
+
 from spangpt.data import (batch_examples, batches, finetune_example, load_corpus, load_questions, numbered_questions,
                           pack_batch, pack_rows, pad_batch, padded_strings, pretrain_example, span_corruption,
                           Corruption)
@@ -323,28 +325,7 @@ def test_without_shuffle_the_batches_keep_the_examples_order_every_epoch():
     assert sorted(shuffled) == examples and shuffled != examples
 
 
-def _plain_layout(examples, block_size, pack):
-    """The layouts written out plainly, one example at a time into PAD-filled tensors."""
-    from spangpt.data import pack_rows
-
-    if not pack:
-        T = block_size - 1
-        x = torch.full((len(examples), T), PAD_ID)
-        y = torch.full((len(examples), T), PAD_ID)
-        for r, (xi, yi) in enumerate(examples):
-            x[r, : len(xi)], y[r, : len(yi)] = torch.tensor(xi), torch.tensor(yi)
-        return x, y, None, None
-    rows = pack_rows([len(x) for x, _ in examples], block_size)
-    x, y = torch.full((len(rows), block_size), PAD_ID), torch.full((len(rows), block_size), PAD_ID)
-    pos, doc = torch.zeros((len(rows), block_size), dtype=torch.long), torch.full((len(rows), block_size), -1)
-    for r, members in enumerate(rows):
-        t = 0
-        for k, i in enumerate(members):
-            xi, yi = examples[i]
-            x[r, t : t + len(xi)], y[r, t : t + len(xi)] = torch.tensor(xi), torch.tensor(yi)
-            pos[r, t : t + len(xi)], doc[r, t : t + len(xi)] = torch.arange(len(xi)), k
-            t += len(xi)
-    return x, y, pos, doc
+_reference_layout = load_benchmark("data_speed").reference_layout  # one example at a time, written plainly
 
 
 @settings(max_examples=60, deadline=None)
@@ -352,8 +333,8 @@ def _plain_layout(examples, block_size, pack):
 def test_batches_are_the_plain_per_example_layout(seqs, pack):
     examples = [(s, s[1:] + [PAD_ID]) for s in seqs]
     b = (pack_batch if pack else pad_batch)(examples, 32)
-    want = _plain_layout(examples, 32, pack)
-    for got, w in zip((b.x, b.y, b.pos, b.doc), want):
+    want = _reference_layout(examples, 32, pack)
+    for got, w in zip((b.x, b.y, b.pos, b.doc), (*want, None, None)):
         assert (got is None and w is None) or (got.dtype == torch.long and torch.equal(got, w))
 
 

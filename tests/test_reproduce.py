@@ -10,24 +10,8 @@ from spangpt.errors import UserError
 from spangpt.report import format_table, plot_losses
 from spangpt.train import read_metrics
 
-TINY_RECIPE = """
-[model]
-n_layer = 1
-n_head = 2
-n_embd = 16
-block_size = 128
-dropout = 0.0
-[pretrain]
-epochs = 1
-batch_size = 16
-lr = 1e-3
-schedule = "constant"
-[finetune]
-epochs = 1
-batch_size = 16
-lr = 1e-3
-schedule = "constant"
-"""
+from conftest import TINY_RECIPE
+
 FAST = {"max_steps": 2, "device": "cpu"}
 
 

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from spangpt.data import Batch, make_batch, pad_rows
+from spangpt.data import make_batch, pad_rows
 from spangpt.model import GPT, ModelConfig
 from spangpt.train import TrainConfig, make_optimizer, train_step
 

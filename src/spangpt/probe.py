@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from spangpt.corpus import name_in_question, question
 from spangpt.errors import UserError
+from spangpt.evaluate import prompts_for
 from spangpt.generate import greedy_batched
 from spangpt.model import GPT
 from spangpt.vocab import MASK, MASK_ID, PAD, PAD_ID, Vocab
@@ -39,13 +40,19 @@ def as_question(text: str) -> str:
 
 
 def prompt_ids(model: GPT, vocab: Vocab, q: str) -> list[int]:
-    """question + ⁇ as ids, with one-line errors for what the model cannot read."""
+    """question + ⁇ as ids, with one-line errors for what the model cannot read (evaluation's length check)."""
     _check_text(vocab, q)
-    ids = vocab.encode(q + MASK)
-    if len(ids) >= model.cfg.block_size:
-        raise UserError(f"question is {len(q)} characters; with the {MASK} after it the model reads at most "
-                        f"{model.cfg.block_size - 1}")
-    return ids
+    return prompts_for(vocab, [q], model.cfg.block_size, "the question", [None])[0]
+
+
+def text_ids(model: GPT, vocab: Vocab, text: str) -> list[int]:
+    """A text to complete as ids, with one-line errors for what the model cannot read."""
+    if not text:
+        raise UserError("empty text")
+    _check_text(vocab, text, PAD)
+    if len(text) >= model.cfg.block_size:
+        raise UserError(f"text is {len(text)} characters; the model reads at most {model.cfg.block_size - 1}")
+    return vocab.encode(text)
 
 
 def _check_text(vocab: Vocab, text: str, markers: str = MASK + PAD) -> None:
@@ -132,15 +139,7 @@ def greedy_answer(model: GPT, vocab: Vocab, q: str) -> Answer:
 def completions(model: GPT, vocab: Vocab, prefixes: list[str], max_chars: int = 96) -> list[str]:
     """What the model writes after each prefix, greedily, up to its first ⁇ (not included) or max_chars
     characters or the end of the block."""
-    ids = []
-    for p in prefixes:
-        if not p:
-            raise UserError("empty text")
-        _check_text(vocab, p, PAD)
-        if len(p) >= model.cfg.block_size:
-            raise UserError(f"text is {len(p)} characters; the model reads at most {model.cfg.block_size - 1}")
-        ids.append(vocab.encode(p))
-    outs = greedy_batched(model, ids, max_new=max_chars)
+    outs = greedy_batched(model, [text_ids(model, vocab, p) for p in prefixes], max_new=max_chars)
     return [vocab.decode(o).split(MASK)[0] for o in outs]
 
 
@@ -157,10 +156,9 @@ def complete(model: GPT, vocab: Vocab, prefix: str, max_chars: int = 96, tempera
         raise UserError(f"seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
     if temperature < 1e-6:
         return completions(model, vocab, [prefix], max_chars)[0]
-    completions(model, vocab, [prefix], 1)  # the same checks
+    ids = text_ids(model, vocab, prefix)
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    ids = vocab.encode(prefix)
     new: list[int] = []
     with torch.no_grad():
         for _ in range(min(max_chars, model.cfg.block_size - len(ids))):
