@@ -1,28 +1,50 @@
 #!/usr/bin/env bash
-# A GPU's speed on this model: the eager step against the fast path (4 batch workers: --workers 4; static
-# shapes: --row-multiple 8; each shape one CUDA graph: --compile true --compile-mode reduce-overhead), one
-# process alone on the GPU.
-#   1. for each recipe (`best`, `paper`), vanilla pretraining: EAGER_STEPS eager steps, then the whole
+# A GPU's speed on this model, and its CUDA paths checked: the eager step (--compile false --row-multiple 0
+# --workers 1) against the fast path, which is what a plain command does on CUDA (device.fast_path: the
+# model compiled, each batch shape one CUDA graph, rows padded to a multiple of 8, batch workers), one process
+# alone on the GPU.
+#   1. the CUDA check: a run killed with SIGKILL and resumed ends with the uninterrupted run's weights (the
+#      CUDA RNG restore path; tests/test_resume.py with SPANGPT_TEST_DEVICE=cuda, the device's defaults);
+#   2. for each recipe (`best`, `paper`), vanilla pretraining: EAGER_STEPS eager steps, then the whole
 #      recipe on the fast path;
-#   2. per run: steps/s, real tokens/s, the whole pretraining's time (eager: extrapolated from its steps/s),
+#   3. per run: steps/s, real tokens/s, the whole pretraining's time (eager: extrapolated from its steps/s),
 #      and the loss at EAGER_STEPS on both paths side by side (the fast path must not change the curve);
-#   3. `spangpt reproduce --recipe best --seeds 0 1 2 --jobs 3` on the fast path, wall time.
+#   4. `spangpt reproduce --recipe best --seeds 0 1 2 --jobs 3` on the fast path, wall time.
 # Usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]   (default 3000; sized for one 10-minute call when
 # the fast path meets its goal: ~8 min with the eager best at ~12 ms a step)
 # RECIPES, TABLE_RECIPE, SEEDS and FAST override the recipes, the table's recipe and seeds, and the fast
-# path's options, LOG_INTERVAL the steps between metrics lines (default 100). A CPU smoke run of the plumbing:
+# path's options (default: none, the device's), LOG_INTERVAL the steps between metrics lines (default 100);
+# CHECKS=0 skips step 1. A CPU smoke run of the plumbing:
 # RECIPES=tiny.toml TABLE_RECIPE=tiny.toml SEEDS=0 FAST="--row-multiple 8 --workers 2" LOG_INTERVAL=5 ... 10
 set -euo pipefail
 DATA=${1:?usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]}
 OUT=${2:?usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]}
 STEPS=${3:-3000}
 read -r -a RECIPE_LIST <<< "${RECIPES:-best paper}"
-read -r -a FAST_OPTS <<< "${FAST:---workers 4 --row-multiple 8 --compile true --compile-mode reduce-overhead}"
+read -r -a FAST_OPTS <<< "${FAST:-}"
+EAGER_OPTS=(--compile false --row-multiple 0 --workers 1)
 read -r -a SEED_LIST <<< "${SEEDS:-0 1 2}"
 export PYTHONPATH=${PYTHONPATH:-src}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 nvidia-smi -L 2>/dev/null || echo "(no nvidia-smi: not a CUDA machine)"
+
+if [ "${CHECKS:-1}" != 0 ]; then
+    if ! $PY -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+        echo "CUDA resume check: skipped (no CUDA device)"
+    elif ! $PY -c "import pytest" 2>/dev/null; then
+        echo "CUDA resume check: skipped (pytest is not installed)"
+    else
+        SECONDS=0
+        if SPANGPT_TEST_DEVICE=cuda $PY -m pytest -q -x -p no:cacheprovider tests/test_resume.py \
+                -k sigkill_at_a_random_step > "$OUT/cuda-checks.log" 2>&1; then
+            echo "CUDA resume check: passed in $SECONDS s"
+        else
+            echo "CUDA resume check: FAILED ($OUT/cuda-checks.log):"
+            tail -30 "$OUT/cuda-checks.log"
+        fi
+    fi
+fi
 
 pretrain() {  # NAME RECIPE [OPTIONS...]: one vanilla pretraining
     local name=$1 recipe=$2
@@ -37,8 +59,8 @@ names=()
 for recipe in "${RECIPE_LIST[@]}"; do
     name=$(basename "$recipe" .toml)
     names+=("$name")
-    pretrain "$name-eager" "$recipe" --max-steps "$STEPS"
-    pretrain "$name-fast" "$recipe" "${FAST_OPTS[@]}"
+    pretrain "$name-eager" "$recipe" --max-steps "$STEPS" "${EAGER_OPTS[@]}"
+    pretrain "$name-fast" "$recipe" ${FAST_OPTS[@]+"${FAST_OPTS[@]}"}
 done
 
 $PY - "$OUT" "$STEPS" "${names[@]}" <<'PY'
@@ -63,6 +85,6 @@ PY
 
 SECONDS=0
 $PY -m spangpt reproduce --data "$DATA" --out "$OUT/table" --recipe "${TABLE_RECIPE:-best}" \
-    --seeds "${SEED_LIST[@]}" --jobs "${#SEED_LIST[@]}" "${FAST_OPTS[@]}" > "$OUT/table.log" 2>&1
+    --seeds "${SEED_LIST[@]}" --jobs "${#SEED_LIST[@]}" ${FAST_OPTS[@]+"${FAST_OPTS[@]}"} > "$OUT/table.log" 2>&1
 echo "reproduce --recipe ${TABLE_RECIPE:-best} --seeds ${SEED_LIST[*]} on the fast path: $SECONDS s wall"
 tail -12 "$OUT/table/report.md"

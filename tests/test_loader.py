@@ -36,9 +36,3 @@ def test_a_run_of_batches_travels_as_one_tensor_and_comes_back_the_same(pack):
             assert (t is None and t2 is None) or torch.equal(t, t2.long())
         on_device = b2.to("cpu")
         assert on_device.x.dtype == on_device.y.dtype == torch.long
-
-
-def test_workers_default_to_one_on_cuda_and_none_on_cpu():
-    assert loader.workers(None, torch.device("cpu")) == 0
-    assert loader.workers(None, torch.device("cuda")) == 1
-    assert loader.workers(3, torch.device("cpu")) == 3

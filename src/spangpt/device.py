@@ -1,8 +1,11 @@
-"""Where and how a run computes: the device, bf16 or fp32, the attention kernel and the dropout masks.
+"""Where and how a run computes: the device, bf16 or fp32, the attention kernel, the dropout masks and, on
+CUDA, the fast path (torch.compile with CUDA graphs, static batch shapes, batch workers).
 Each choice is "auto" by default and made here from what the hardware does fastest (measured: docs/speed.md).
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from contextlib import nullcontext
 
 import torch
@@ -50,3 +53,35 @@ def pick_attention(name: str, device: torch.device) -> str:
 
 def autocast_context(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+# The fast path on CUDA: a step of this 3.3M-parameter model is bound by kernel launches and host work, not
+# arithmetic (~12 ms eager on an H200 for ~1 ms of math), so replay each step as one CUDA graph.
+CUDA_ROW_MULTIPLE = 8  # packed batches of 64 span ~48-64 rows: a few shapes, each one graph
+
+
+def fast_path(cfg, device: torch.device, world: int = 1):
+    """A TrainConfig with its device-chosen values (None, or "auto" for compile_mode) made concrete.
+
+    On one CUDA device: torch.compile with mode "reduce-overhead" (each batch shape captured once as a CUDA
+    graph and replayed), rows padded to a multiple of CUDA_ROW_MULTIPLE so that there are few shapes, and
+    batch workers. Elsewhere none of it: on a CPU the step is bound by arithmetic, compiling costs minutes
+    of start-up, and a worker would take a core from the model. Under torchrun (world > 1) compile stays
+    off unless asked for: DDP's bucketed all-reduce and a captured graph have not been measured together.
+    """
+    cuda = device.type == "cuda"
+    compile_ = cfg.compile if cfg.compile is not None else cuda and world == 1
+    mode = cfg.compile_mode if cfg.compile_mode != "auto" else "reduce-overhead" if cuda else "default"
+    rows = cfg.row_multiple if cfg.row_multiple is not None else CUDA_ROW_MULTIPLE if cuda else 0
+    workers = cfg.workers if cfg.workers is not None else default_workers(device)
+    return dataclasses.replace(cfg, compile=compile_, compile_mode=mode, row_multiple=rows, workers=workers)
+
+
+def default_workers(device: torch.device) -> int:
+    """Batch-preparation processes: none on a CPU (its cores are busy with the model); on CUDA one per four
+    cores, 1 to 4. A batch takes ~1-2 ms of Python on one core (docs/speed.md#batches-for-a-gpu), as long
+    as a whole graph-replayed step, and the workers lay out alternate runs of batches."""
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores // 4))

@@ -16,12 +16,6 @@ from spangpt.data import Batch
 GROUP = 8  # batches per item a worker sends
 
 
-def workers(configured: int | None, device: torch.device) -> int:
-    """Data-preparation processes: one on CUDA (a batch takes ~1-2 ms of Python, as long as a GPU step), none
-    on CPU, where the cores are busy with the model and a worker would only compete."""
-    return configured if configured is not None else int(device.type == "cuda")
-
-
 def bundle(items: list) -> tuple:
     """Worker side: (epoch, batch index, epoch RNG state, Batch, stats) items -> one picklable item."""
     parts = [torch.stack([t for t in (b.x, b.y, b.pos, b.doc) if t is not None]) for _, _, _, b, _ in items]

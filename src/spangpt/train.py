@@ -10,6 +10,7 @@ import json
 import math
 import random
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,7 +21,7 @@ from spangpt import distributed, errors, loader, state
 from spangpt.data import batch_examples, make_batch, pad_rows
 from spangpt.errors import BadValue, UserError
 from spangpt.fileio import atomic_write
-from spangpt.device import autocast_context, pick_attention, pick_device, use_bf16
+from spangpt.device import autocast_context, fast_path, pick_attention, pick_device, use_bf16
 from spangpt.model import GPT
 from spangpt.trainlog import TrainLog
 from spangpt.vocab import PAD_ID
@@ -91,20 +92,25 @@ class TrainConfig:
                             choices=("math", "sdpa"))
     # on CUDA torch.nn.Dropout is one fused kernel and measured faster than model.FastDropout's keep-masks
     fast_dropout: bool | None = option(None, "cheap dropout masks, model.FastDropout (default: on CPU, off on CUDA)")
-    compile: bool = option(False, "torch.compile the model", run_only=True)
-    # "reduce-overhead" replays each batch shape as one CUDA graph: with row_multiple, a few shapes in all
-    compile_mode: str = option("default", "torch.compile mode", choices=("reduce-overhead", "max-autotune"),
-                               run_only=True)
-    row_multiple: int = option(0, "pad each packed batch with empty rows to a multiple of N rows: a few static "
-                               "shapes, the same loss and gradients (0 = off)", run_only=True, metavar="N")
+    # On one CUDA device the default is the fast path (device.fast_path): the model compiled, each batch shape
+    # replayed as one CUDA graph ("reduce-overhead"), rows padded to a multiple of 8 so that shapes are few.
+    compile: bool | None = option(None, "torch.compile the model (default: on one CUDA device, off elsewhere)",
+                                  run_only=True)
+    compile_mode: str = option("auto", "torch.compile mode (auto: reduce-overhead on CUDA, each batch shape one "
+                               "CUDA graph; default elsewhere)", choices=("default", "reduce-overhead",
+                                                                          "max-autotune"), run_only=True)
+    row_multiple: int | None = option(None, "pad each packed batch with empty rows to a multiple of N rows: a few "
+                                      "static shapes, the same loss and gradients (default: 8 on CUDA, 0 = off "
+                                      "elsewhere)", run_only=True, metavar="N")
     log_interval: int = option(20, "steps between loss syncs and metrics lines (and loss health checks)",
                                run_only=True)
     save_every: int = option(0, "also save the resumable state every N steps (default 0: only at the end, on "
                              "SIGINT/SIGTERM and when --max-minutes is up)", run_only=True, metavar="N")
     max_minutes: float = option(0.0, "stop after M minutes of training, state saved, exit status 75 "
                                 "(default 0: no limit)", run_only=True, metavar="M")
-    workers: int | None = option(None, "batch-preparation processes: 0 = in the training process (default: 1 on "
-                                 "CUDA, 0 on CPU); N > 1 lay out every N-th batch each, the same batches",
+    workers: int | None = option(None, "batch-preparation processes: 0 = in the training process (default: one "
+                                 "per 4 cores on CUDA, 1 to 4; 0 on CPU); N > 1 lay out every N-th run of "
+                                 "batches each, the same batches",
                                  run_only=True)
     peak_tflops: float = option(0.0, "the device's peak TFLOP/s at this precision, to log MFU", run_only=True)
     progress: bool = option(True, "a progress bar on a terminal", run_only=True)
@@ -112,7 +118,7 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.betas, list):  # TOML and JSON have arrays, not tuples
             self.betas = tuple(self.betas)
-        for key in ("epochs", "max_steps", "warmup_tokens", "final_tokens", "seed", "save_every", "row_multiple"):
+        for key in ("epochs", "max_steps", "warmup_tokens", "final_tokens", "seed", "save_every"):
             if not (_whole(getattr(self, key)) and getattr(self, key) >= 0):
                 raise BadValue(key, "a whole number >= 0" + (" (0 = no limit)" if key == "max_steps" else
                                                              " (0 = off)" if key == "save_every" else ""),
@@ -131,18 +137,16 @@ class TrainConfig:
         for key, options in CHOICES.items():
             if getattr(self, key) not in options:
                 raise BadValue(key, f"one of {', '.join(options)}", getattr(self, key))
-        for key in ("pack", "shuffle", "compile", "progress"):
-            if not isinstance(getattr(self, key), bool):
+        for key in ("pack", "shuffle", "compile", "progress", "fast_dropout"):  # None: the device's choice
+            if not (isinstance(getattr(self, key), bool) or getattr(self, key) is None and key in OPTIONAL):
                 raise BadValue(key, "true or false", getattr(self, key))
-        if self.fast_dropout is not None and not isinstance(self.fast_dropout, bool):
-            raise BadValue("fast_dropout", "true or false", self.fast_dropout)
         if self.workers is not None and not (_whole(self.workers) and self.workers >= 0):
             raise BadValue("workers", "a whole number >= 0", self.workers)
         if not isinstance(self.device, str) or not _device_name(self.device):
             raise BadValue("device", "a device name (auto, cpu, cuda, cuda:1, mps)", self.device)
         if self.seed >= 2**63:  # torch.manual_seed takes 64 bits, and the seed is offset per rank and step
             raise BadValue("seed", "a whole number below 2^63", self.seed)
-        if self.row_multiple > 1024:
+        if self.row_multiple is not None and not (_whole(self.row_multiple) and 0 <= self.row_multiple <= 1024):
             raise BadValue("row_multiple", "a whole number from 0 to 1024", self.row_multiple)
 
     def to_dict(self) -> dict:
@@ -153,6 +157,7 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
 
 
+OPTIONAL = ("compile", "fast_dropout", "row_multiple", "workers")  # None: device.fast_path / device.py decides
 CHOICES = {f.name: f.metadata["choices"] for f in fields(TrainConfig) if f.metadata["choices"]}
 RUN_ONLY = tuple(f.name for f in fields(TrainConfig) if f.metadata["run_only"])
 
@@ -339,9 +344,11 @@ def _epochs(draw_examples, first, rng, epoch0_rng, cfg: TrainConfig, block: int,
             yield epoch, i, epoch_rng, pad_rows(batch, cfg.row_multiple), stats
 
 
-def _setup(model: GPT, cfg: TrainConfig):
-    """-> (device, autocast context, optimizer, what to call for the loss): the model moved and set up."""
+def _setup(model: GPT, cfg: TrainConfig, world: int):
+    """-> (device, cfg with the device's choices made (device.fast_path), autocast context, optimizer, what to
+    call for the loss): the model moved and set up."""
     device = distributed.device_for(pick_device(cfg.device))
+    cfg = fast_path(cfg, device, world)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 tensor-core matmuls
         torch.backends.cudnn.allow_tf32 = True
@@ -349,7 +356,41 @@ def _setup(model: GPT, cfg: TrainConfig):
     model.set_attention(pick_attention(cfg.attention, device))
     ctx = autocast_context(device, use_bf16(cfg.precision, device))
     optimizer = make_optimizer(model, cfg, device)
-    return device, ctx, optimizer, torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+    return device, cfg, ctx, optimizer, torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+
+
+class _Steps:
+    """One optimizer step per call (_step) through what _setup chose to call.
+
+    Each call of a model compiled with "reduce-overhead" replays CUDA graphs whose outputs the next replay
+    overwrites: marking each step's start tells torch the last step's outputs are done with (the loss was
+    added to the metrics window at once). A compile that "auto" chose and that fails (no working compiler,
+    an op it cannot capture) falls back to the eager model, once, with a warning: the failed call stopped
+    before optimizer.step (forward, then backward, then the step), so no weight moved and the retry is the
+    same step. Asked for by name (--compile true), the failure is the run's error."""
+
+    def __init__(self, model, optimizer, ctx, cfg: TrainConfig, step_fn, world: int, auto: bool, desc: str):
+        self.model, self.optimizer, self.ctx, self.grad_clip = model, optimizer, ctx, cfg.grad_clip
+        self.step_fn, self.world, self.desc = step_fn, world, desc
+        self.graphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
+        self.fallback = cfg.compile and auto
+
+    def __call__(self, batch, stats: BatchStats) -> torch.Tensor:
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        try:
+            return _step(self.model, self.optimizer, batch, stats, self.ctx, self.grad_clip, self.step_fn, self.world)
+        except Exception as err:  # noqa: BLE001 - any failure of a compile nobody asked for by name
+            if not self.fallback:
+                raise
+            self.fallback = self.graphs = False
+            self.step_fn = distributed.wrap(self.model, batch.x.device)
+            if distributed.is_main():
+                why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                print(f"spangpt: warning: {self.desc}: torch.compile failed ({type(err).__name__}: {why}); "
+                      "training on without it (--compile false skips it, --compile true makes it an error)",
+                      file=sys.stderr, flush=True)
+            return _step(self.model, self.optimizer, batch, stats, self.ctx, self.grad_clip, self.step_fn, self.world)
 
 
 def _restore(saved: state.TrainState, st: state.TrainState, model, optimizer, rng, window: MetricsWindow,
@@ -408,7 +449,8 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     torch.manual_seed(cfg.seed + rank)  # dropout: each rank its own masks (weights were initialised before)
     rng = random.Random(cfg.seed)  # the data: the same draws and shuffles on every rank
     epoch0_rng = rng.getstate()  # the data RNG at the start of epoch 0 (what a state records per epoch)
-    device, ctx, optimizer, step_fn = _setup(model, cfg)
+    auto_compile = cfg.compile is None
+    device, cfg, ctx, optimizer, step_fn = _setup(model, cfg, world)
     block = model.cfg.block_size
     tokens_per_example = block - 1
     # training_flops is linear in (Σn, Σn²): take its two coefficients once, not a parameter count per step
@@ -427,11 +469,12 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     res = TrainResult(fingerprint=st.run)
     seconds_before = st.seconds
     step_fn = distributed.wrap(step_fn, device)  # after loading: DDP starts from identical weights
+    steps = _Steps(model, optimizer, ctx, cfg, step_fn, world, auto_compile, desc)
     shown = TrainLog(desc, total_steps, st.step, show=cfg.progress and main, tensorboard=tensorboard if main else None,
                      metrics=metrics_path if main else None)
     make = functools.partial(_epochs, draw_examples, first, rng, epoch0_rng, cfg, block, st.epoch, st.batch, rank,
                              world)
-    stream = loader.stream(make, loader.workers(cfg.workers, device), cfg.seed, device.type == "cuda")
+    stream = loader.stream(make, cfg.workers, cfg.seed, device.type == "cuda")
     stops = state.StopRequests(enabled=state_path is not None)
     t0 = time.perf_counter()
     window.restart(t0)
@@ -443,7 +486,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             lr = cfg.lr * lr_multiplier(st.tokens, cfg, total_tokens)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            loss = _step(model, optimizer, batch.to(device), stats, ctx, cfg.grad_clip, step_fn, world)
+            loss = steps(batch.to(device), stats)
             st.step += 1
             st.real_tokens += stats.real
             window.add(loss, stats.real, flops_per_len * stats.sum_len + flops_per_sq * stats.sum_len_sq)

@@ -1,0 +1,152 @@
+"""The fast path's defaults (device.fast_path): on one CUDA device a compiled, graph-replayed step with padded
+rows and batch workers; on a CPU none of it; what a user sets wins. And how train() takes it: a compile that
+"auto" chose and that fails falls back to the eager model with a warning and the same weights; asked for by
+name, it is the run's error. Everything runs on the CPU: the CUDA choices are made from a torch.device."""
+import random
+
+import pytest
+import torch
+
+from spangpt import device as device_mod
+from spangpt import train as train_mod
+from spangpt.cli import build_parser
+from spangpt.config import load_recipe, train_config
+from spangpt.device import fast_path
+from spangpt.errors import BadValue
+from spangpt.model import GPT, ModelConfig
+from spangpt.train import TrainConfig, train
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+BLOCK = 16
+
+
+def chosen(cfg):
+    return cfg.compile, cfg.compile_mode, cfg.row_multiple, cfg.workers
+
+
+@pytest.fixture
+def cores(monkeypatch):
+    """Pretend this process may run on n cores."""
+    def set_cores(n):
+        monkeypatch.setattr(device_mod.os, "sched_getaffinity", lambda pid: set(range(n)), raising=False)
+    return set_cores
+
+
+def test_auto_is_the_fast_path_on_one_cuda_device_and_nothing_on_a_cpu(cores):
+    cores(16)
+    assert chosen(fast_path(TrainConfig(), CUDA)) == (True, "reduce-overhead", 8, 4)
+    assert chosen(fast_path(TrainConfig(), CPU)) == (False, "default", 0, 0)
+    assert chosen(fast_path(TrainConfig(), torch.device("mps"))) == (False, "default", 0, 0)
+    # under torchrun: the rows and workers, not the compile (not measured with DDP)
+    assert chosen(fast_path(TrainConfig(), CUDA, world=2)) == (False, "reduce-overhead", 8, 4)
+
+
+@pytest.mark.parametrize("n, workers", [(1, 1), (2, 1), (7, 1), (8, 2), (12, 3), (16, 4), (128, 4)])
+def test_cuda_workers_are_one_per_four_cores_from_one_to_four(cores, n, workers):
+    cores(n)
+    assert fast_path(TrainConfig(), CUDA).workers == workers
+
+
+def test_what_a_user_sets_wins_over_the_device(cores):
+    cores(16)
+    mine = TrainConfig(compile=False, compile_mode="default", row_multiple=0, workers=0)
+    assert chosen(fast_path(mine, CUDA)) == (False, "default", 0, 0)
+    mine = TrainConfig(compile=True, compile_mode="max-autotune", row_multiple=16, workers=2)
+    assert chosen(fast_path(mine, CPU)) == (True, "max-autotune", 16, 2)
+    assert chosen(fast_path(TrainConfig(compile=True), CPU)) == (True, "default", 0, 0)
+    assert fast_path(TrainConfig(compile=True), CUDA, world=2).compile is True
+
+
+def test_auto_from_the_command_line_and_a_recipe_value(tmp_path):
+    args = build_parser().parse_args(["pretrain", "--variant", "rope", "--data", "d", "--out", "o",
+                                      "--compile", "auto", "--row-multiple", "auto", "--compile-mode", "auto"])
+    assert (args.compile, args.row_multiple, args.compile_mode) == ("auto", "auto", "auto")
+    path = tmp_path / "r.toml"
+    path.write_text("[pretrain]\ncompile = false\nrow_multiple = 0\nschedule = 'constant'\n")
+    r = load_recipe(str(path))
+    assert chosen(train_config(r, "pretrain", {}, documents=10, block_size=BLOCK))[:3] == (False, "auto", 0)
+    cfg = train_config(r, "pretrain", {"compile": "auto", "row_multiple": "auto"}, documents=10, block_size=BLOCK)
+    assert (cfg.compile, cfg.row_multiple) == (None, None)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"compile": "yes"}, "compile must be true or false"),
+    ({"row_multiple": -1}, "row_multiple must be a whole number from 0 to 1024"),
+    ({"row_multiple": 2.5}, "row_multiple must be a whole number from 0 to 1024"),
+    ({"compile_mode": "fast"}, "compile_mode must be one of auto, default, reduce-overhead, max-autotune"),
+])
+def test_bad_values_name_the_field(kw, message):
+    with pytest.raises(BadValue) as err:
+        TrainConfig(**kw)
+    assert message in str(err.value)
+
+
+# ---- train() with the fast path's compile, on the CPU
+
+def draw(rng: random.Random):
+    out = []
+    for _ in range(24):
+        x = [rng.randint(2, 19) for _ in range(rng.randint(3, BLOCK - 1))]
+        out.append((x, x[1:] + [0]))
+    return out
+
+
+def run(**cfg):
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=20, block_size=BLOCK, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
+    res = train(model, draw, TrainConfig(epochs=2, batch_size=8, lr=1e-2, device="cpu", precision="fp32",
+                                         progress=False, **cfg))
+    return model, res
+
+
+@pytest.fixture
+def compile_chosen(monkeypatch):
+    """The device's choice turned to compile ("reduce-overhead") on the CPU, and torch.compile replaced by
+    a stand-in: `failing` raises on its first call (as a missing compiler does), `calls` counts the calls that
+    reached it, `marks` the CUDA-graph step marks."""
+    seen = {"calls": 0, "marks": 0, "failing": False}
+
+    def choose(cfg, device, world=1):
+        made = fast_path(cfg, device, world)
+        return made if cfg.compile is False else \
+            type(made)(**{**made.to_dict(), "compile": True, "compile_mode": "reduce-overhead"})
+
+    def fake_compile(model, mode="default"):
+        def compiled(*args, **kw):
+            seen["calls"] += 1
+            if seen["failing"]:
+                raise RuntimeError("Cannot find a working triton installation\nmore lines")
+            return model(*args, **kw)
+        return compiled
+
+    monkeypatch.setattr(train_mod, "fast_path", choose)
+    monkeypatch.setattr(train_mod.torch, "compile", fake_compile)
+    monkeypatch.setattr(train_mod.torch.compiler, "cudagraph_mark_step_begin",
+                        lambda: seen.__setitem__("marks", seen["marks"] + 1))
+    return seen
+
+
+def test_each_step_goes_through_the_compiled_model_and_marks_a_new_graph_replay(compile_chosen):
+    _, res = run()
+    assert res.steps == 6 and compile_chosen["calls"] == 6 and compile_chosen["marks"] == 6
+
+
+def test_a_failing_auto_compile_falls_back_to_the_eager_model_with_the_same_weights(compile_chosen, capsys):
+    eager, _ = run(compile=False)
+    assert compile_chosen["calls"] == 0
+    compile_chosen["failing"] = True
+    fallen, res = run()
+    err = capsys.readouterr().err
+    assert res.steps == 6 and compile_chosen["calls"] == 1  # tried once, then never again
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert lines == ["spangpt: warning: train: torch.compile failed (RuntimeError: Cannot find a working triton "
+                     "installation); training on without it (--compile false skips it, --compile true makes it "
+                     "an error)"]
+    for a, b in zip(eager.parameters(), fallen.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_compile_asked_for_by_name_fails_the_run(compile_chosen):
+    compile_chosen["failing"] = True
+    with pytest.raises(RuntimeError, match="triton"):
+        run(compile=True)
