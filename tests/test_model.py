@@ -42,6 +42,30 @@ def test_rope_gradient_is_the_inverse_rotation():
     torch.testing.assert_close(x.grad, apply_rope(g, cos.double(), -sin.double()))
 
 
+def test_rope_under_torch_compile_is_the_real_rotation_with_the_same_values_and_gradient():
+    """Inductor cannot generate complex code, so a compiled model rotates in the real form: no complex op in
+    the captured graph, and the values and gradient of the eager (complex) rotation."""
+    cos, sin = rope_table(16, 8)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(apply_rope, backend=backend, fullgraph=True)
+    x = torch.randn(2, 3, 16, 8, requires_grad=True)
+    g = torch.randn(2, 3, 16, 8)
+    eager = apply_rope(x, cos, sin)
+    (grad_eager,) = torch.autograd.grad(eager, x, g)
+    got = compiled(x, cos, sin)
+    (grad_got,) = torch.autograd.grad(got, x, g)
+    torch.testing.assert_close(got, eager)
+    torch.testing.assert_close(grad_got, grad_eager)
+    ops = {str(n.target) for gm in graphs for n in gm.graph.nodes if n.op in ("call_function", "call_method")}
+    assert graphs and not any("complex" in op for op in ops), ops
+
+
 def test_rope_on_strided_bf16_views_of_qkv_returns_bf16_rotations():
     """As in attention under autocast: q and k are strided bf16 views of one qkv tensor."""
     cos, sin = rope_table(16, 8)

@@ -76,8 +76,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     cos + i*sin: one kernel forward and one backward, where the real form (x1*cos - x2*sin, x1*sin + x2*cos,
     then stack) makes ~8 passes over q and k (benchmarks/rope_speed.py times the two in training steps).
     The rotation is done in the tables' precision (fp32 under bf16 autocast), then cast back.
+    Under torch.compile the real form instead: inductor generates no code for complex numbers (it falls back
+    to eager kernels) and fuses the real form's passes into one kernel.
     """
     dtype = torch.promote_types(x.dtype, cos.dtype)
+    if torch.compiler.is_compiling():
+        x1, x2 = x.to(dtype).unflatten(-1, (-1, 2)).unbind(-1)
+        c, s = cos.to(dtype), sin.to(dtype)
+        return torch.stack((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1).flatten(-2).type_as(x)
     xc = torch.view_as_complex(x.to(dtype).unflatten(-1, (-1, 2)))  # (B, nh, T, hs/2) complex
     return torch.view_as_real(xc * torch.complex(cos.to(dtype), sin.to(dtype))).flatten(-2).type_as(x)
 
