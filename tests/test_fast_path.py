@@ -41,6 +41,14 @@ def test_auto_is_the_fast_path_on_one_cuda_device_and_nothing_on_a_cpu(cores):
     assert chosen(fast_path(TrainConfig(), CUDA, world=2)) == (False, "reduce-overhead", 8, 4)
 
 
+def test_auto_compiles_only_a_run_long_enough_to_pay_for_it():
+    short, long = device_mod.COMPILE_MIN_STEPS - 1, device_mod.COMPILE_MIN_STEPS
+    assert fast_path(TrainConfig(), CUDA, steps=short).compile is False
+    assert fast_path(TrainConfig(), CUDA, steps=long).compile is True
+    assert fast_path(TrainConfig(compile=True), CUDA, steps=1).compile is True
+    assert fast_path(TrainConfig(), CUDA, steps=short).row_multiple == 8  # the rest of the fast path stays
+
+
 @pytest.mark.parametrize("n, workers", [(1, 1), (2, 1), (7, 1), (8, 2), (12, 3), (16, 4), (128, 4)])
 def test_cuda_workers_are_one_per_four_cores_from_one_to_four(cores, n, workers):
     cores(n)
@@ -106,8 +114,8 @@ def compile_chosen(monkeypatch):
     reached it, `marks` the CUDA-graph step marks."""
     seen = {"calls": 0, "marks": 0, "failing": False}
 
-    def choose(cfg, device, world=1):
-        made = fast_path(cfg, device, world)
+    def choose(cfg, device, world=1, steps=None):
+        made = fast_path(cfg, device, world, steps)
         return made if cfg.compile is False else \
             type(made)(**{**made.to_dict(), "compile": True, "compile_mode": "reduce-overhead"})
 
@@ -150,3 +158,12 @@ def test_a_compile_asked_for_by_name_fails_the_run(compile_chosen):
     compile_chosen["failing"] = True
     with pytest.raises(RuntimeError, match="triton"):
         run(compile=True)
+
+
+def test_train_asks_the_device_with_the_runs_own_step_count(monkeypatch):
+    asked = []
+    monkeypatch.setattr(train_mod, "fast_path", lambda cfg, device, world=1, steps=None:
+                        asked.append((device.type, world, steps)) or fast_path(cfg, device, world, steps))
+    run()
+    run(max_steps=4)
+    assert asked == [("cpu", 1, 6), ("cpu", 1, 4)]

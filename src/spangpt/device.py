@@ -58,19 +58,25 @@ def autocast_context(device: torch.device, bf16: bool):
 # The fast path on CUDA: a step of this 3.3M-parameter model is bound by kernel launches and host work, not
 # arithmetic (~12 ms eager on an H200 for ~1 ms of math), so replay each step as one CUDA graph.
 CUDA_ROW_MULTIPLE = 8  # packed batches of 64 span ~48-64 rows: a few shapes, each one graph
+# Compiling takes about a minute (50 s for a small model's forward and backward on a CPU here) and could save
+# ~10 ms a step: worth it for the recipes' pretrainings (14,950 and 31,200 steps), not for their fine-tunings
+# (a few hundred steps, seconds eager).
+COMPILE_MIN_STEPS = 5000
 
 
-def fast_path(cfg, device: torch.device, world: int = 1):
+def fast_path(cfg, device: torch.device, world: int = 1, steps: int | None = None):
     """A TrainConfig with its device-chosen values (None, or "auto" for compile_mode) made concrete.
 
     On one CUDA device: torch.compile with mode "reduce-overhead" (each batch shape captured once as a CUDA
-    graph and replayed), rows padded to a multiple of CUDA_ROW_MULTIPLE so that there are few shapes, and
-    batch workers. Elsewhere none of it: on a CPU the step is bound by arithmetic, compiling costs minutes
-    of start-up, and a worker would take a core from the model. Under torchrun (world > 1) compile stays
-    off unless asked for: DDP's bucketed all-reduce and a captured graph have not been measured together.
+    graph and replayed) for a run of at least COMPILE_MIN_STEPS steps (steps: the run's; None: long), rows
+    padded to a multiple of CUDA_ROW_MULTIPLE so that there are few shapes, and batch workers. Elsewhere none
+    of it: on a CPU the step is bound by arithmetic, compiling costs minutes of start-up, and a worker would
+    take a core from the model. Under torchrun (world > 1) compile stays off unless asked for: DDP's bucketed
+    all-reduce and a captured graph have not been measured together.
     """
     cuda = device.type == "cuda"
-    compile_ = cfg.compile if cfg.compile is not None else cuda and world == 1
+    long_run = steps is None or steps >= COMPILE_MIN_STEPS
+    compile_ = cfg.compile if cfg.compile is not None else cuda and world == 1 and long_run
     mode = cfg.compile_mode if cfg.compile_mode != "auto" else "reduce-overhead" if cuda else "default"
     rows = cfg.row_multiple if cfg.row_multiple is not None else CUDA_ROW_MULTIPLE if cuda else 0
     workers = cfg.workers if cfg.workers is not None else default_workers(device)

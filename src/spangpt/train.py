@@ -344,11 +344,11 @@ def _epochs(draw_examples, first, rng, epoch0_rng, cfg: TrainConfig, block: int,
             yield epoch, i, epoch_rng, pad_rows(batch, cfg.row_multiple), stats
 
 
-def _setup(model: GPT, cfg: TrainConfig, world: int):
+def _setup(model: GPT, cfg: TrainConfig, world: int, steps: int):
     """-> (device, cfg with the device's choices made (device.fast_path), autocast context, optimizer, what to
     call for the loss): the model moved and set up."""
     device = distributed.device_for(pick_device(cfg.device))
-    cfg = fast_path(cfg, device, world)
+    cfg = fast_path(cfg, device, world, steps)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 tensor-core matmuls
         torch.backends.cudnn.allow_tf32 = True
@@ -449,17 +449,17 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     torch.manual_seed(cfg.seed + rank)  # dropout: each rank its own masks (weights were initialised before)
     rng = random.Random(cfg.seed)  # the data: the same draws and shuffles on every rank
     epoch0_rng = rng.getstate()  # the data RNG at the start of epoch 0 (what a state records per epoch)
-    auto_compile = cfg.compile is None
-    device, cfg, ctx, optimizer, step_fn = _setup(model, cfg, world)
     block = model.cfg.block_size
     tokens_per_example = block - 1
+    first = draw_examples(rng)  # sizes the progress bar, the "cosine" schedule and whether to compile
+    total_steps, total_tokens = _lengths(len(first), cfg, tokens_per_example)
+    auto_compile = cfg.compile is None
+    device, cfg, ctx, optimizer, step_fn = _setup(model, cfg, world, total_steps)
     # training_flops is linear in (Σn, Σn²): take its two coefficients once, not a parameter count per step
     flops_per_len, flops_per_sq = model.training_flops(1, 0), model.training_flops(0, 1)
     # A mean loss above twice that of a uniform guess (ln V, about where training starts) means the model
     # is confidently wrong: training diverged, and more steps would only save damaged weights.
     loss_limit = 2 * math.log(model.cfg.vocab_size)
-    first = draw_examples(rng)  # sizes the progress bar and the "cosine" schedule
-    total_steps, total_tokens = _lengths(len(first), cfg, tokens_per_example)
     st = state.TrainState(run=state.fingerprint(model.cfg.to_dict(), cfg.trained(), first, init),
                           total_steps=total_steps)
     window = MetricsWindow(device, world)
