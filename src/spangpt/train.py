@@ -94,8 +94,8 @@ class TrainConfig:
     fast_dropout: bool | None = option(None, "cheap dropout masks, model.FastDropout (default: on CPU, off on CUDA)")
     # On one CUDA device the default is the fast path (device.fast_path): the model compiled, each batch shape
     # replayed as one CUDA graph ("reduce-overhead"), rows padded to a multiple of 8 so that shapes are few.
-    compile: bool | None = option(None, "torch.compile the model (default: on one CUDA device, off elsewhere)",
-                                  run_only=True)
+    compile: bool | None = option(None, "torch.compile the model (default: on one CUDA device for a run of 5,000 "
+                                  "steps or more; off elsewhere)", run_only=True)
     compile_mode: str = option("auto", "torch.compile mode (auto: reduce-overhead on CUDA, each batch shape one "
                                "CUDA graph; default elsewhere)", choices=("default", "reduce-overhead",
                                                                           "max-autotune"), run_only=True)
