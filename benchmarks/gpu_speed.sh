@@ -4,7 +4,8 @@
 # model compiled, each batch shape one CUDA graph, rows padded to a multiple of 8, batch workers), one process
 # alone on the GPU.
 #   1. the CUDA check: a run killed with SIGKILL and resumed ends with the uninterrupted run's weights (the
-#      CUDA RNG restore path; tests/test_resume.py with SPANGPT_TEST_DEVICE=cuda, the device's defaults);
+#      CUDA RNG restore path; tests/test_resume.py with SPANGPT_TEST_DEVICE=cuda, the device's defaults, which
+#      do not compile a run that short);
 #   2. for each recipe (`best`, `paper`), vanilla pretraining: EAGER_STEPS eager steps, then the whole
 #      recipe on the fast path;
 #   3. per run: steps/s, real tokens/s, the whole pretraining's time (eager: extrapolated from its steps/s),

@@ -2,7 +2,8 @@
 `--resume auto` ends with exactly the weights and metrics of a run that was never interrupted (CPU, fp32).
 
 SPANGPT_TEST_DEVICE=cuda runs the killed-and-resumed CLI runs on a GPU (benchmarks/gpu_speed.sh does, with
-the device's defaults: the compiled, graph-replayed step): the CUDA RNG restore path. There the runs are equal
+the device's defaults: padded rows and a batch worker; 40 steps are too few for the default to compile): the
+CUDA RNG restore path, with dropout. There the runs are equal
 within float noise (cuBLAS and atomic adds need not sum in one order), not bit for bit; dropout masks drawn
 from a wrongly restored RNG would differ by far more.
 
