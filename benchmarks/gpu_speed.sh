@@ -5,17 +5,18 @@
 # alone on the GPU.
 #   1. the CUDA check: a run killed with SIGKILL and resumed ends with the uninterrupted run's weights (the
 #      CUDA RNG restore path; tests/test_resume.py with SPANGPT_TEST_DEVICE=cuda, the device's defaults, which
-#      do not compile a run that short);
+#      do not compile a run that short; again at the end with SPANGPT_TEST_COMPILE=1, compiled);
 #   2. for each recipe (`best`, `paper`), vanilla pretraining: EAGER_STEPS eager steps, then the whole
 #      recipe on the fast path;
 #   3. per run: steps/s, real tokens/s, the whole pretraining's time (eager: extrapolated from its steps/s),
-#      and the loss at EAGER_STEPS on both paths side by side (the fast path must not change the curve);
+#      and the loss at EAGER_STEPS on both paths side by side (the fast path must not change the curve; with
+#      dropout, as in `paper`, compiled masks are other draws, so equal within the noise, not exactly);
 #   4. `spangpt reproduce --recipe best --seeds 0 1 2 --jobs 3` on the fast path, wall time.
 # Usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]   (default 3000; sized for one 10-minute call when
 # the fast path meets its goal: ~8 min with the eager best at ~12 ms a step)
 # RECIPES, TABLE_RECIPE, SEEDS and FAST override the recipes, the table's recipe and seeds, and the fast
 # path's options (default: none, the device's), LOG_INTERVAL the steps between metrics lines (default 100);
-# CHECKS=0 skips step 1. A CPU smoke run of the plumbing:
+# CHECKS=0 skips the resume checks. A CPU smoke run of the plumbing:
 # RECIPES=tiny.toml TABLE_RECIPE=tiny.toml SEEDS=0 FAST="--row-multiple 8 --workers 2" LOG_INTERVAL=5 ... 10
 set -euo pipefail
 DATA=${1:?usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]}
@@ -30,22 +31,28 @@ PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 nvidia-smi -L 2>/dev/null || echo "(no nvidia-smi: not a CUDA machine)"
 
-if [ "${CHECKS:-1}" != 0 ]; then
-    if ! $PY -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-        echo "CUDA resume check: skipped (no CUDA device)"
+resume_check() {  # NAME [ENV=VALUE...]: tests/test_resume.py's kill -9 test on the GPU
+    local name=$1
+    shift
+    if [ "${CHECKS:-1}" = 0 ]; then
+        return
+    elif ! $PY -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+        echo "$name: skipped (no CUDA device)"
     elif ! $PY -c "import pytest" 2>/dev/null; then
-        echo "CUDA resume check: skipped (pytest is not installed)"
+        echo "$name: skipped (pytest is not installed)"
     else
         SECONDS=0
-        if SPANGPT_TEST_DEVICE=cuda $PY -m pytest -q -x -p no:cacheprovider tests/test_resume.py \
-                -k sigkill_at_a_random_step > "$OUT/cuda-checks.log" 2>&1; then
-            echo "CUDA resume check: passed in $SECONDS s"
+        if env SPANGPT_TEST_DEVICE=cuda "$@" $PY -m pytest -q -x -p no:cacheprovider tests/test_resume.py \
+                -k sigkill_at_a_random_step > "$OUT/$name.log" 2>&1; then
+            echo "$name: passed in $SECONDS s"
         else
-            echo "CUDA resume check: FAILED ($OUT/cuda-checks.log):"
-            tail -30 "$OUT/cuda-checks.log"
+            echo "$name: FAILED ($OUT/$name.log):"
+            tail -30 "$OUT/$name.log"
         fi
     fi
-fi
+}
+
+resume_check "CUDA resume check"
 
 pretrain() {  # NAME RECIPE [OPTIONS...]: one vanilla pretraining
     local name=$1 recipe=$2
@@ -54,6 +61,7 @@ pretrain() {  # NAME RECIPE [OPTIONS...]: one vanilla pretraining
     $PY -m spangpt pretrain --variant vanilla --data "$DATA" --recipe "$recipe" --out "$OUT/$name.safetensors" \
         --log-interval "${LOG_INTERVAL:-100}" "$@" > "$OUT/$name.log" 2>&1
     echo "$name: $SECONDS s wall (start-up and compilation included)"
+    grep -h "torch.compile failed" "$OUT/$name.log" || true  # a fast row that fell back to the eager step
 }
 
 names=()
@@ -89,3 +97,7 @@ $PY -m spangpt reproduce --data "$DATA" --out "$OUT/table" --recipe "${TABLE_REC
     --seeds "${SEED_LIST[@]}" --jobs "${#SEED_LIST[@]}" ${FAST_OPTS[@]+"${FAST_OPTS[@]}"} > "$OUT/table.log" 2>&1
 echo "reproduce --recipe ${TABLE_RECIPE:-best} --seeds ${SEED_LIST[*]} on the fast path: $SECONDS s wall"
 tail -12 "$OUT/table/report.md"
+grep -h "torch.compile failed" "$OUT"/table.log || true
+
+# last, as it compiles in each of its three processes: the same check with the step compiled (CUDA graphs)
+resume_check "CUDA resume check, compiled" SPANGPT_TEST_COMPILE=1

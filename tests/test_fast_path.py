@@ -15,6 +15,7 @@ from spangpt.device import fast_path
 from spangpt.errors import BadValue
 from spangpt.model import GPT, ModelConfig
 from spangpt.train import TrainConfig, train
+from torch._inductor.exc import InductorError
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 BLOCK = 16
@@ -26,9 +27,9 @@ def chosen(cfg):
 
 @pytest.fixture
 def cores(monkeypatch):
-    """Pretend this process may run on n cores."""
+    """Pretend this process has n threads (its share of the cores)."""
     def set_cores(n):
-        monkeypatch.setattr(device_mod.os, "sched_getaffinity", lambda pid: set(range(n)), raising=False)
+        monkeypatch.setattr(device_mod.torch, "get_num_threads", lambda: n)
     return set_cores
 
 
@@ -37,8 +38,10 @@ def test_auto_is_the_fast_path_on_one_cuda_device_and_nothing_on_a_cpu(cores):
     assert chosen(fast_path(TrainConfig(), CUDA)) == (True, "reduce-overhead", 8, 4)
     assert chosen(fast_path(TrainConfig(), CPU)) == (False, "default", 0, 0)
     assert chosen(fast_path(TrainConfig(), torch.device("mps"))) == (False, "default", 0, 0)
-    # under torchrun: the rows and workers, not the compile (not measured with DDP)
-    assert chosen(fast_path(TrainConfig(), CUDA, world=2)) == (False, "reduce-overhead", 8, 4)
+    # under torchrun: the workers, not the compile (not measured with DDP), so no padding either
+    assert chosen(fast_path(TrainConfig(), CUDA, world=2)) == (False, "default", 0, 4)
+    # a compile asked for under torchrun: plain inductor, no CUDA graphs; rows padded for fewer compilations
+    assert chosen(fast_path(TrainConfig(compile=True), CUDA, world=2)) == (True, "default", 8, 4)
 
 
 def test_auto_compiles_only_a_run_long_enough_to_pay_for_it():
@@ -46,11 +49,12 @@ def test_auto_compiles_only_a_run_long_enough_to_pay_for_it():
     assert fast_path(TrainConfig(), CUDA, steps=short).compile is False
     assert fast_path(TrainConfig(), CUDA, steps=long).compile is True
     assert fast_path(TrainConfig(compile=True), CUDA, steps=1).compile is True
-    assert fast_path(TrainConfig(), CUDA, steps=short).row_multiple == 8  # the rest of the fast path stays
+    assert fast_path(TrainConfig(), CUDA, steps=short).row_multiple == 0  # padding serves only a compiled step
+    assert fast_path(TrainConfig(), CUDA, steps=short).workers >= 1
 
 
 @pytest.mark.parametrize("n, workers", [(1, 1), (2, 1), (7, 1), (8, 2), (12, 3), (16, 4), (128, 4)])
-def test_cuda_workers_are_one_per_four_cores_from_one_to_four(cores, n, workers):
+def test_cuda_workers_are_one_per_four_threads_from_one_to_four(cores, n, workers):
     cores(n)
     assert fast_path(TrainConfig(), CUDA).workers == workers
 
@@ -62,7 +66,6 @@ def test_what_a_user_sets_wins_over_the_device(cores):
     mine = TrainConfig(compile=True, compile_mode="max-autotune", row_multiple=16, workers=2)
     assert chosen(fast_path(mine, CPU)) == (True, "max-autotune", 16, 2)
     assert chosen(fast_path(TrainConfig(compile=True), CPU)) == (True, "default", 0, 0)
-    assert fast_path(TrainConfig(compile=True), CUDA, world=2).compile is True
 
 
 def test_auto_from_the_command_line_and_a_recipe_value(tmp_path):
@@ -70,11 +73,15 @@ def test_auto_from_the_command_line_and_a_recipe_value(tmp_path):
                                       "--compile", "auto", "--row-multiple", "auto", "--compile-mode", "auto"])
     assert (args.compile, args.row_multiple, args.compile_mode) == ("auto", "auto", "auto")
     path = tmp_path / "r.toml"
-    path.write_text("[pretrain]\ncompile = false\nrow_multiple = 0\nschedule = 'constant'\n")
+    path.write_text("[pretrain]\ncompile = false\nrow_multiple = 0\nschedule = 'constant'\n"
+                    "[pretrain.rope]\ncompile = 'auto'\nworkers = 'auto'\n")
     r = load_recipe(str(path))
     assert chosen(train_config(r, "pretrain", {}, documents=10, block_size=BLOCK))[:3] == (False, "auto", 0)
     cfg = train_config(r, "pretrain", {"compile": "auto", "row_multiple": "auto"}, documents=10, block_size=BLOCK)
     assert (cfg.compile, cfg.row_multiple) == (None, None)
+    # a variant's table gives the choice back to the device
+    cfg = train_config(r, "pretrain", {}, documents=10, block_size=BLOCK, variant="rope")
+    assert (cfg.compile, cfg.row_multiple, cfg.workers) == (None, 0, None)
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -122,8 +129,10 @@ def compile_chosen(monkeypatch):
     def fake_compile(model, mode="default"):
         def compiled(*args, **kw):
             seen["calls"] += 1
+            if seen["failing"] == "compiler":  # what inductor raises without a working compiler
+                raise InductorError(RuntimeError("Cannot find a working triton installation\nmore lines"), None)
             if seen["failing"]:
-                raise RuntimeError("Cannot find a working triton installation\nmore lines")
+                raise RuntimeError("CUDA out of memory")  # not the compiler's failure
             return model(*args, **kw)
         return compiled
 
@@ -137,27 +146,37 @@ def compile_chosen(monkeypatch):
 def test_each_step_goes_through_the_compiled_model_and_marks_a_new_graph_replay(compile_chosen):
     _, res = run()
     assert res.steps == 6 and compile_chosen["calls"] == 6 and compile_chosen["marks"] == 6
+    assert res.path == {"device": "cpu", "compile": True, "compile_mode": "reduce-overhead", "row_multiple": 0,
+                        "workers": 0, "compile_failed": False}
 
 
 def test_a_failing_auto_compile_falls_back_to_the_eager_model_with_the_same_weights(compile_chosen, capsys):
     eager, _ = run(compile=False)
     assert compile_chosen["calls"] == 0
-    compile_chosen["failing"] = True
+    compile_chosen["failing"] = "compiler"
     fallen, res = run()
     err = capsys.readouterr().err
     assert res.steps == 6 and compile_chosen["calls"] == 1  # tried once, then never again
+    assert res.path["compile"] is False and res.path["compile_failed"] is True
     lines = [line for line in err.splitlines() if "warning" in line]
-    assert lines == ["spangpt: warning: train: torch.compile failed (RuntimeError: Cannot find a working triton "
-                     "installation); training on without it (--compile false skips it, --compile true makes it "
-                     "an error)"]
+    assert lines == ["spangpt: warning: train: torch.compile failed (InductorError: RuntimeError: Cannot find a "
+                     "working triton installation); training on without it (--compile false skips it, --compile "
+                     "true makes it an error)"]
     for a, b in zip(eager.parameters(), fallen.parameters()):
         assert torch.equal(a, b)
 
 
 def test_a_compile_asked_for_by_name_fails_the_run(compile_chosen):
-    compile_chosen["failing"] = True
-    with pytest.raises(RuntimeError, match="triton"):
+    compile_chosen["failing"] = "compiler"
+    with pytest.raises(InductorError, match="triton"):
         run(compile=True)
+
+
+def test_an_error_that_is_not_the_compilers_is_the_runs_error_under_auto_too(compile_chosen):
+    compile_chosen["failing"] = "other"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run()
+    assert compile_chosen["calls"] == 1
 
 
 def test_train_asks_the_device_with_the_runs_own_step_count(monkeypatch):

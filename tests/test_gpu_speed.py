@@ -16,7 +16,8 @@ def test_gpu_speed_runs_end_to_end_and_the_fast_path_keeps_the_loss(synth_dir, t
     recipe.write_text(TINY_RECIPE.replace("epochs = 1\nbatch_size = 16\nlr = 1e-3\nschedule = \"constant\"",
                                           "epochs = 3\nbatch_size = 16\nlr = 1e-3\nschedule = \"constant\"", 1))
     env = {**os.environ, "RECIPES": str(recipe), "TABLE_RECIPE": str(recipe), "SEEDS": "0", "LOG_INTERVAL": "5",
-           "FAST": "--row-multiple 8 --workers 2", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src")}
+           "FAST": "--row-multiple 8 --workers 2", "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src"),
+           "CUDA_VISIBLE_DEVICES": ""}  # the CPU, even on a machine with a GPU
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_speed.sh"), str(synth_dir), str(tmp_path / "out"),
                         "10"], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr

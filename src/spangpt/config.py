@@ -157,9 +157,11 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     if decay_epochs:
         kw["final_tokens"] = decay_epochs * documents * block_size
     command_line = {k for k, v in overrides.items() if v is not None}
-    # "auto" from the command line: a field whose None means "chosen by the device" (workers, fast_dropout)
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    # "auto", in a recipe or on the command line: a field whose None means "chosen by the device" (compile,
+    # row_multiple, workers, fast_dropout), so that a variant's table or an option can give the choice back
     optional = {f.name for f in dataclasses.fields(TrainConfig) if f.default is None}
-    kw.update({k: None if v == "auto" and k in optional else v for k, v in overrides.items() if v is not None})
+    kw.update({k: None for k, v in kw.items() if v == "auto" and k in optional})
     # fine-tuning a pretrained model may take 0 epochs: the recipe then evaluates the pretrained model as it is
     min_epochs = 0 if stage == "finetune" and not from_scratch else 1
 

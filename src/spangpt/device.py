@@ -5,7 +5,6 @@ Each choice is "auto" by default and made here from what the hardware does faste
 from __future__ import annotations
 
 import dataclasses
-import os
 from contextlib import nullcontext
 
 import torch
@@ -68,26 +67,28 @@ def fast_path(cfg, device: torch.device, world: int = 1, steps: int | None = Non
     """A TrainConfig with its device-chosen values (None, or "auto" for compile_mode) made concrete.
 
     On one CUDA device: torch.compile with mode "reduce-overhead" (each batch shape captured once as a CUDA
-    graph and replayed) for a run of at least COMPILE_MIN_STEPS steps (steps: the run's; None: long), rows
+    graph and replayed) for a run of at least COMPILE_MIN_STEPS steps (steps: the run's; None: long), its rows
     padded to a multiple of CUDA_ROW_MULTIPLE so that there are few shapes, and batch workers. Elsewhere none
     of it: on a CPU the step is bound by arithmetic, compiling costs minutes of start-up, and a worker would
-    take a core from the model. Under torchrun (world > 1) compile stays off unless asked for: DDP's bucketed
-    all-reduce and a captured graph have not been measured together.
+    take a core from the model. Under torchrun (world > 1) compile stays off unless asked for, and then in
+    mode "default": DDP's bucketed all-reduce and a captured graph have not been measured together.
     """
     cuda = device.type == "cuda"
     long_run = steps is None or steps >= COMPILE_MIN_STEPS
     compile_ = cfg.compile if cfg.compile is not None else cuda and world == 1 and long_run
-    mode = cfg.compile_mode if cfg.compile_mode != "auto" else "reduce-overhead" if cuda else "default"
-    rows = cfg.row_multiple if cfg.row_multiple is not None else CUDA_ROW_MULTIPLE if cuda else 0
+    mode = cfg.compile_mode if cfg.compile_mode != "auto" else "reduce-overhead" if cuda and world == 1 else "default"
+    # padding only serves a compiled step (fewer shapes: fewer compilations, fewer graphs)
+    rows = cfg.row_multiple if cfg.row_multiple is not None else CUDA_ROW_MULTIPLE if cuda and compile_ else 0
     workers = cfg.workers if cfg.workers is not None else default_workers(device)
     return dataclasses.replace(cfg, compile=compile_, compile_mode=mode, row_multiple=rows, workers=workers)
 
 
 def default_workers(device: torch.device) -> int:
     """Batch-preparation processes: none on a CPU (its cores are busy with the model); on CUDA one per four
-    cores, 1 to 4. A batch takes ~1-2 ms of Python on one core (docs/speed.md#batches-for-a-gpu), as long
-    as a whole graph-replayed step, and the workers lay out alternate runs of batches."""
+    of this process's threads, 1 to 4. A batch takes ~1-2 ms of Python on one core
+    (docs/speed.md#batches-for-a-gpu), as long as a whole graph-replayed step, and the workers lay out
+    alternate runs of batches. The thread count is this process's share of the cores: `reproduce --jobs N`
+    divides the cores between its runs, and torchrun gives each of several ranks one thread."""
     if device.type != "cuda":
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(4, cores // 4))
+    return max(1, min(4, torch.get_num_threads() // 4))

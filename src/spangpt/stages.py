@@ -255,4 +255,4 @@ def evaluate(ckpt: Path, input_path: Path, out: Path | None, device: str = "auto
 def _summary(res) -> dict:
     return {"steps": res.steps, "tokens": res.tokens, "real_tokens": res.real_tokens,
             "final_loss": res.final_loss, "seconds": round(res.seconds, 1),
-            "real_tok_per_s": round(res.real_tokens / max(res.seconds, 1e-9), 1)}
+            "real_tok_per_s": round(res.real_tokens / max(res.seconds, 1e-9), 1), "ran_with": res.path}

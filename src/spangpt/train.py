@@ -254,6 +254,7 @@ class TrainResult:
     seconds: float = 0.0
     history: list = field(default_factory=list)
     fingerprint: dict = field(default_factory=dict)  # what makes it this run (state.fingerprint)
+    path: dict = field(default_factory=dict)  # how it ran: the device's choices made (device.fast_path)
 
 
 @dataclass
@@ -362,31 +363,33 @@ def _setup(model: GPT, cfg: TrainConfig, world: int, steps: int):
 class _Steps:
     """One optimizer step per call (_step) through what _setup chose to call.
 
-    Each call of a model compiled with "reduce-overhead" replays CUDA graphs whose outputs the next replay
-    overwrites: marking each step's start tells torch the last step's outputs are done with (the loss was
-    added to the metrics window at once). A compile that "auto" chose and that fails (no working compiler,
-    an op it cannot capture) falls back to the eager model, once, with a warning: the failed call stopped
-    before optimizer.step (forward, then backward, then the step), so no weight moved and the retry is the
-    same step. Asked for by name (--compile true), the failure is the run's error."""
+    A compiled model may replay CUDA graphs whose outputs the next replay overwrites: marking each step's
+    start tells torch the last step's outputs are done with (the loss was added to the metrics window at
+    once). A compile that "auto" chose and that fails (torch._dynamo's errors: no working compiler, an op it
+    cannot capture) falls back to the eager model, once, with a warning: the failed call stopped before
+    optimizer.step (forward, then backward, then the step), so no weight moved and the retry is the same
+    step. Asked for by name (--compile true), the failure is the run's error; so is any other error."""
 
     def __init__(self, model, optimizer, ctx, cfg: TrainConfig, step_fn, world: int, auto: bool, desc: str):
         self.model, self.optimizer, self.ctx, self.grad_clip = model, optimizer, ctx, cfg.grad_clip
         self.step_fn, self.world, self.desc = step_fn, world, desc
-        self.graphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
+        self.compiled = cfg.compile
         self.fallback = cfg.compile and auto
+        self.fell_back = False  # what the run's result reports
 
     def __call__(self, batch, stats: BatchStats) -> torch.Tensor:
-        if self.graphs:
+        if self.compiled:
             torch.compiler.cudagraph_mark_step_begin()
         try:
             return _step(self.model, self.optimizer, batch, stats, self.ctx, self.grad_clip, self.step_fn, self.world)
-        except Exception as err:  # noqa: BLE001 - any failure of a compile nobody asked for by name
+        except torch._dynamo.exc.TorchDynamoException as err:
             if not self.fallback:
                 raise
-            self.fallback = self.graphs = False
+            self.fallback, self.compiled, self.fell_back = False, False, True
+            torch._dynamo.reset()  # frees the compiled code and its graphs' memory
             self.step_fn = distributed.wrap(self.model, batch.x.device)
             if distributed.is_main():
-                why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                why = (str(err).strip().splitlines() or [""])[0][:200]
                 print(f"spangpt: warning: {self.desc}: torch.compile failed ({type(err).__name__}: {why}); "
                       "training on without it (--compile false skips it, --compile true makes it an error)",
                       file=sys.stderr, flush=True)
@@ -513,7 +516,11 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     finally:
         stops.restore()
         shown.close()
+        if steps.compiled:
+            torch._dynamo.reset()  # the compiled code and its CUDA graphs' memory, not needed after training
     res.steps, res.tokens, res.real_tokens, res.final_loss = st.step, st.tokens, st.real_tokens, st.final_loss
+    res.path = {"device": str(device), "compile": steps.compiled, "compile_mode": cfg.compile_mode,
+                "row_multiple": cfg.row_multiple, "workers": cfg.workers, "compile_failed": steps.fell_back}
     res.seconds = seconds_before + time.perf_counter() - t0
     model.eval()
     return res
