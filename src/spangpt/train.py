@@ -100,8 +100,8 @@ class TrainConfig:
                                "CUDA graph; default elsewhere)", choices=("default", "reduce-overhead",
                                                                           "max-autotune"), run_only=True)
     row_multiple: int | None = option(None, "pad each packed batch with empty rows to a multiple of N rows: a few "
-                                      "static shapes, the same loss and gradients (default: 8 on CUDA, 0 = off "
-                                      "elsewhere)", run_only=True, metavar="N")
+                                      "static shapes, the same loss and gradients (default: 8 when compiled on "
+                                      "CUDA, else 0 = off)", run_only=True, metavar="N")
     log_interval: int = option(20, "steps between loss syncs and metrics lines (and loss health checks)",
                                run_only=True)
     save_every: int = option(0, "also save the resumable state every N steps (default 0: only at the end, on "
@@ -109,9 +109,8 @@ class TrainConfig:
     max_minutes: float = option(0.0, "stop after M minutes of training, state saved, exit status 75 "
                                 "(default 0: no limit)", run_only=True, metavar="M")
     workers: int | None = option(None, "batch-preparation processes: 0 = in the training process (default: one "
-                                 "per 4 cores on CUDA, 1 to 4; 0 on CPU); N > 1 lay out every N-th run of "
-                                 "batches each, the same batches",
-                                 run_only=True)
+                                 "per 4 of the process's threads on CUDA, 1 to 4; 0 on CPU); N > 1 lay out "
+                                 "every N-th run of batches each, the same batches", run_only=True)
     peak_tflops: float = option(0.0, "the device's peak TFLOP/s at this precision, to log MFU", run_only=True)
     progress: bool = option(True, "a progress bar on a terminal", run_only=True)
 
