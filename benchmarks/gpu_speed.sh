@@ -11,7 +11,8 @@
 #   3. per run: steps/s, real tokens/s, the whole pretraining's time (eager: extrapolated from its steps/s),
 #      and the loss at EAGER_STEPS on both paths side by side (the fast path must not change the curve; with
 #      dropout, as in `paper`, compiled masks are other draws, so equal within the noise, not exactly);
-#   4. `spangpt reproduce --recipe best --seeds 0 1 2 --jobs 3` on the fast path, wall time.
+#   4. `spangpt reproduce --recipe best --seeds 0 1 2 --jobs 3` on the fast path, wall time, and the error
+#      table of its models (benchmarks/error_table.py: why each wrong dev answer is wrong).
 # Usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]   (default 3000; sized for one 10-minute call when
 # the fast path meets its goal: ~8 min with the eager best at ~12 ms a step)
 # RECIPES, TABLE_RECIPE, SEEDS and FAST override the recipes, the table's recipe and seeds, and the fast
@@ -98,6 +99,10 @@ $PY -m spangpt reproduce --data "$DATA" --out "$OUT/table" --recipe "${TABLE_REC
 echo "reproduce --recipe ${TABLE_RECIPE:-best} --seeds ${SEED_LIST[*]} on the fast path: $SECONDS s wall"
 tail -12 "$OUT/table/report.md"
 grep -h "torch.compile failed" "$OUT"/table.log || true
+
+# why each wrong dev answer is wrong, for the table's models (benchmarks/error_table.py; on the CPU, ~a minute)
+$PY benchmarks/error_table.py "$DATA" "$OUT/table" > "$OUT/error_table.md" 2>&1 || true
+cat "$OUT/error_table.md"
 
 # last, as it compiles in each of its three processes: the same check with the step compiled (CUDA graphs)
 resume_check "CUDA resume check, compiled" SPANGPT_TEST_COMPILE=1

@@ -25,3 +25,4 @@ def test_gpu_speed_runs_end_to_end_and_the_fast_path_keeps_the_loss(synth_dir, t
     assert set(rows) == {"eager", "fast"} and rows["eager"] == rows["fast"] != "-"  # the loss at step 10
     assert "reproduce --recipe" in r.stdout and "| RoPE |" in r.stdout
     assert "CUDA resume check: skipped (no CUDA device)" in r.stdout
+    assert re.search(r"^\| vanilla/seed0 \| \d+ \| \d+ \|", r.stdout, re.M), r.stdout  # the error table's row

@@ -431,6 +431,43 @@ def test_a_finished_run_leaves_its_model_and_no_state_or_lock_unless_asked_to_ke
     assert all(torch.equal(load_file(str(out))[k], load_file(str(kept))[k]) for k in load_file(str(out)))
 
 
+def test_a_kept_run_goes_on_to_more_steps_as_if_it_had_never_stopped(tmp_path, synth_dir, capsys):
+    """--keep-state, then a larger --max-steps: the run continues from its state, and ends with the weights and
+    losses of one run of that many steps (the schedule is the whole run's either way)."""
+    straight = tmp_path / "straight" / "p.safetensors"
+    assert _pretrain(synth_dir, straight, "--max-steps", "10") == 0
+    out = tmp_path / "kept" / "p.safetensors"
+    assert _pretrain(synth_dir, out, "--keep-state") == 0  # 6 steps
+    capsys.readouterr()
+    assert _pretrain(synth_dir, out, "--keep-state", "--max-steps", "10", "--resume", "auto") == 0
+    assert f"resuming from {out.parent / 'p.state.pt'} at step 6" in capsys.readouterr().out
+    got, want = load_file(str(out)), load_file(str(straight))
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert metrics(out.with_name("p.metrics.jsonl")) == metrics(straight.with_name("p.metrics.jsonl"))
+    assert _pretrain(synth_dir, out, "--max-steps", "10", "--resume", "auto") == 0
+    assert "finished before (10 steps" in capsys.readouterr().out
+
+
+def test_a_finished_run_without_its_state_or_asked_for_fewer_steps_says_why_it_cannot(tmp_path, synth_dir, capsys):
+    out = tmp_path / "p.safetensors"
+    assert _pretrain(synth_dir, out) == 0  # 6 steps, state removed
+    capsys.readouterr()
+    assert _pretrain(synth_dir, out, "--max-steps", "10", "--resume", "auto") == 2
+    assert _one_line(capsys.readouterr().err) == (
+        f"spangpt: error: {out}: a finished run of 6 steps whose training state was removed, so it cannot go on to "
+        "step 10 (--keep-state keeps it to continue later); train it again without --resume, or give another --out")
+    kept = tmp_path / "kept" / "p.safetensors"
+    assert _pretrain(synth_dir, kept, "--keep-state") == 0
+    capsys.readouterr()
+    assert _pretrain(synth_dir, kept, "--max-steps", "4", "--resume", "auto") == 2
+    assert "a finished run of 6 steps, asked now for 4 (--max-steps)" in _one_line(capsys.readouterr().err)
+    # another setting is refused before anything says it resumes
+    assert _pretrain(synth_dir, kept, "--max-steps", "10", "--lr", "0.1", "--resume", "auto") == 2
+    out_err = capsys.readouterr()
+    assert "saved by a run with other settings (train.lr: 0.003 then, 0.1 now)" in _one_line(out_err.err)
+    assert "resuming" not in out_err.out
+
+
 def test_the_lock_file_goes_with_the_run_and_a_lock_on_a_removed_file_is_taken_again(tmp_path, monkeypatch):
     """The holder removes the lock file while still holding it. A newcomer that opened the file just before
     that, and then got its flock, holds a file no one else can see: it must notice and lock the name again,

@@ -47,11 +47,13 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("interrupting and resuming (README: Interrupting and resuming)")
     r.add_argument("--resume", metavar="{auto,PATH}",
                    help="auto: continue from OUT's saved state if there is one (falling back to the previous "
-                        "state if the newest is damaged; a finished run is left as it is); PATH: from that state file")
+                        "state if the newest is damaged; a finished run is left as it is, or taken on from a kept state "
+                        "to a larger --max-steps); PATH: from that state file")
     add_options(r, TrainConfig, RESUME_OPTS)
     r.add_argument("--keep-state", action="store_true",
-                   help="keep the finished run's state (weights and optimizer, OUT's .state.pt) to continue it later; "
-                        "by default it is removed once the checkpoint is written")
+                   help="keep the finished run's state (weights and optimizer, OUT's .state.pt) to continue it later "
+                        "(a larger --max-steps with --resume auto); by default it is removed once the checkpoint is "
+                        "written")
     p.add_argument("--tensorboard", type=Path, metavar="DIR",
                    help="also log loss, lr, tokens/s and parameter RMS to TensorBoard in DIR (needs the "
                         "[tensorboard] extra)")

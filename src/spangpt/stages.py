@@ -21,7 +21,7 @@ from spangpt.evaluate import accuracy, predict, write_predictions
 from spangpt.model import GPT
 from spangpt.sampler import EpochSampler
 from spangpt.device import pick_device, wants_fast_dropout
-from spangpt.train import train
+from spangpt.train import run_steps, train
 from spangpt.trainlog import check_tensorboard
 
 WIKI, TRAIN_QA = "wiki.txt", "birth_places_train.tsv"
@@ -203,21 +203,37 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
 
 def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | None,
                   init: str | None = None) -> tuple[state.TrainState | None, dict | None]:
-    """-> (the state to continue from, None: start over; the info of a run that already finished, or None)."""
+    """-> (the state to continue from, None: start over; the info of a run that already finished, or None).
+    A state is checked against the settings here, before anything says it resumes. A finished run kept with
+    --keep-state continues when asked for more steps than it took (a larger --max-steps)."""
     state.clean_temp_files(state_path)
     saved = _saved_state(state_path, resume)
-    if not out.is_file():
-        return saved, None
-    info = None  # the checkpoint's, read only when a finished run is in question (and once)
-    if saved is not None and saved.finished:  # kept with keep_state
-        then, where = saved.run, saved.path
-    elif saved is None and resume == "auto" and "fingerprint" in (info := checkpoint.read_info(out)):
-        then, where = info["fingerprint"], out  # a finished run whose state was removed
-    else:
-        return saved, None
-    now = state.fingerprint(model.cfg.to_dict(), tcfg.trained(), draw(random.Random(tcfg.seed)), init)
-    state.check_same_run(then, now, where)
-    return None, {**(info or checkpoint.read_info(out)), "finished_before": True}
+    if saved is None and (resume != "auto" or not out.is_file()):
+        return None, None
+    first = draw(random.Random(tcfg.seed))
+    now, steps = state.fingerprint(model.cfg.to_dict(), tcfg.trained(), first, init), run_steps(len(first), tcfg)
+    if saved is not None:
+        state.check_same_run(saved.run, now, saved.path)
+        if not (saved.finished and out.is_file()) or saved.step < steps:
+            return saved, None
+        return None, _finished(out, saved.step, steps, kept=True)
+    info = checkpoint.read_info(out)
+    if "fingerprint" not in info:
+        return None, None
+    state.check_same_run(info["fingerprint"], now, out)
+    return None, _finished(out, info.get("result", {}).get("steps", steps), steps, kept=False, info=info)
+
+
+def _finished(out: Path, done: int, steps: int, kept: bool, info: dict | None = None) -> dict:
+    """The info of a run that finished at step `done`, asked now for `steps` (they differ only by --max-steps)."""
+    if done > steps:
+        raise UserError(f"{out}: a finished run of {done} steps, asked now for {steps} (--max-steps); give another "
+                        "--out to train a shorter one")
+    if done < steps and not kept:
+        raise UserError(f"{out}: a finished run of {done} steps whose training state was removed, so it cannot go on "
+                        f"to step {steps} (--keep-state keeps it to continue later); train it again without "
+                        "--resume, or give another --out")
+    return {**(info or checkpoint.read_info(out)), "finished_before": True}
 
 
 def _saved_state(state_path: Path, resume: str | None) -> state.TrainState | None:

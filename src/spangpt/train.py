@@ -152,8 +152,10 @@ class TrainConfig:
         return asdict(self)
 
     def trained(self) -> dict:
-        """The values that say what is trained (every field but the run-only ones): what a resumed run keeps."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
+        """The values that say what is trained: what a resumed run keeps. Every field but the run-only ones and
+        max_steps, which says where a run stops, not what a step trains (the schedule is the whole run's), so
+        that a run kept with --keep-state can be continued to more steps."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY and k != "max_steps"}
 
 
 OPTIONAL = ("compile", "fast_dropout", "row_multiple", "workers")  # None: device.fast_path / device.py decides
@@ -525,10 +527,15 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     return res
 
 
-def _lengths(examples: int, cfg: TrainConfig, tokens_per_example: int) -> tuple[int, int]:
-    """-> (the run's optimizer steps, its schedule tokens): --max-steps caps the steps, never the schedule."""
+def run_steps(examples: int, cfg: TrainConfig) -> int:
+    """The run's optimizer steps for an epoch of `examples`: --max-steps caps the steps, never the schedule."""
     steps = math.ceil(examples / cfg.batch_size) * cfg.epochs
-    return (min(steps, cfg.max_steps) if cfg.max_steps else steps), cfg.epochs * examples * tokens_per_example
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def _lengths(examples: int, cfg: TrainConfig, tokens_per_example: int) -> tuple[int, int]:
+    """-> (the run's optimizer steps, its schedule tokens)."""
+    return run_steps(examples, cfg), cfg.epochs * examples * tokens_per_example
 
 
 def _step(model, optimizer, batch, stats, ctx, grad_clip: float, step_fn, world: int) -> torch.Tensor:
