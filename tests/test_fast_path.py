@@ -186,3 +186,32 @@ def test_train_asks_the_device_with_the_runs_own_step_count(monkeypatch):
     run()
     run(max_steps=4)
     assert asked == [("cpu", 1, 6), ("cpu", 1, 4)]
+
+
+# ---- a device this torch cannot use
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch has a CUDA device")
+@pytest.mark.parametrize("command", ["pretrain", "evaluate", "ask"])
+def test_a_cuda_device_on_a_torch_without_one_is_one_line_and_exit_2(command, synth_dir, run_dir, tmp_path, capsys):
+    from spangpt.cli import main
+
+    ckpt = str(run_dir / "vanilla" / "seed0" / "pretrain.safetensors")
+    args = {"pretrain": ["pretrain", "--variant", "vanilla", "--data", str(synth_dir), "--out", str(tmp_path / "p"),
+                         "--recipe", "demo", "--device", "cuda"],
+            "evaluate": ["evaluate", ckpt, "--input", str(synth_dir / "birth_dev.tsv"), "--out", str(tmp_path / "d"),
+                         "--device", "cuda:1"],
+            "ask": ["ask", ckpt, "Where was Ada born?", "--device", "cuda"]}[command]
+    assert main(args) == 2
+    out = capsys.readouterr()
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("spangpt: error: --device cuda") and \
+        f"this torch ({torch.__version__}) sees no CUDA device" in lines[0], out.err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_cuda_index_past_the_devices_is_one_line(monkeypatch):
+    monkeypatch.setattr(device_mod.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(device_mod.torch.cuda, "device_count", lambda: 2)
+    assert device_mod.pick_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(Exception, match=r"^--device cuda:2: there are 2 CUDA devices \(cuda:0 to cuda:1\)$"):
+        device_mod.pick_device("cuda:2")

@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from spangpt.device import pick_device
 from spangpt.errors import UserError
 from spangpt.fileio import atomic_write
 from spangpt.model import GPT, ModelConfig
@@ -120,4 +121,4 @@ def load(path, device="cpu", variant: str | None = None, vocab: Vocab | None = N
         raise UserError(f"{path}: damaged checkpoint (non-finite weights in {bad[:3]})")
     model = GPT(cfg)
     model.load_state_dict(state)  # names and shapes were checked above
-    return model.to(device).eval(), ck_vocab, info
+    return model.to(pick_device(device) if isinstance(device, str) else device).eval(), ck_vocab, info

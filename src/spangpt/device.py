@@ -9,16 +9,31 @@ from contextlib import nullcontext
 
 import torch
 
+from spangpt.errors import UserError
+
 
 def pick_device(name: str = "auto") -> torch.device:
-    """auto: cuda, then mps, then cpu."""
+    """auto: cuda, then mps, then cpu. A device asked for by name that this torch cannot use is a one-line error."""
     if name != "auto":
-        return torch.device(name)
+        return _available(torch.device(name), name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _available(device: torch.device, name: str) -> torch.device:
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA device")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"--device {name}: there {'is' if count == 1 else 'are'} {count} CUDA "
+                            f"device{'' if count == 1 else 's'} (cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name}: this torch ({torch.__version__}) has no MPS device (Apple GPUs)")
+    return device
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
