@@ -215,3 +215,13 @@ def test_optional_options_take_auto_and_refuse_other_words(capsys):
     with pytest.raises(SystemExit):
         p.parse_args(["pretrain", "--variant", "rope", "--data", "d", "--out", "o", "--workers", "many"])
     assert "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_an_unknown_option_shows_the_commands_usage_not_the_top_levels(capsys):
+    from spangpt.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--variant", "rope", "--data", "d", "--out", "o", "--recipie", "demo"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: spangpt pretrain ")
+    assert err.splitlines()[-1] == "spangpt pretrain: error: unrecognized arguments: --recipie demo"

@@ -176,6 +176,17 @@ def test_ask_cli_answers_side_by_side(run_dir, synth_dir, capsys):
     assert [line.split()[0] for line in out[2:]] == ["scratch/seed0", "vanilla/seed0", "rope/seed0"]
 
 
+def test_ask_cli_takes_the_question_after_an_option_too(run_dir, synth_dir, capsys):
+    _, name = _dev_name(synth_dir)
+    assert main(["ask", str(run_dir), name, "--top-k", "2"]) == 0
+    want = capsys.readouterr().out
+    assert main(["ask", str(run_dir), "--top-k", "2", name]) == 0
+    assert capsys.readouterr().out == want
+    with pytest.raises(SystemExit):  # an unknown option is still the command's error
+        main(["ask", str(run_dir), "--top", "2", name, "--colour"])
+    assert capsys.readouterr().err.splitlines()[-1] == f"spangpt ask: error: unrecognized arguments: {name} --colour"
+
+
 def test_ask_cli_reads_questions_from_standard_input(run_dir, tmp_path):
     ckpt = str(run_dir / "vanilla" / "seed0" / "finetune.safetensors")
     r = subprocess.run([sys.executable, "-m", "spangpt", "ask", ckpt], input="Ann Lee\n\nWhere was Bo born?\n",

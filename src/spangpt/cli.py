@@ -274,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(span corruption), fine-tuned on birthplace questions about other people, "
                                  "and evaluated by exact match: the CS224N pretraining experiment.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ap.commands = sub.choices  # name -> its parser, for errors found after parsing
 
     p = sub.add_parser("pretrain", help="span-corruption pretraining on DATA/wiki.txt")
     _training_options(p)
@@ -299,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "tokenizer and a model card")
     p.set_defaults(fn=cmd_export)
 
-    p = sub.add_parser("ask", help="ask models a question: greedy answer, its probability, the top-k answers")
+    p = sub.add_parser("ask", help="ask models a question: greedy answer, its probability, the top-k answers",
+                       usage="spangpt ask [-h] [--question TEXT] [--top-k K] [--device DEVICE] "
+                             "CKPT [CKPT ...] [QUESTION]")
     p.add_argument("items", nargs="+", metavar="CKPT [CKPT ...] [QUESTION]",
                    help="checkpoints or reproduce folders, then the question (or a bare name: 'Ada Lovelace'); "
                         "without one, questions are read one per line from standard input")
@@ -387,7 +390,13 @@ def main(argv=None) -> int:
         from spangpt import bench
 
         return bench.main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "fn", None) is cmd_ask and not any(a.startswith("-") for a in extra):
+            args.items += extra  # `ask CKPT --top-k 2 QUESTION`: the question after an option
+        else:  # the command's own usage line, not the top level's
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     from spangpt import distributed
 
     try:
