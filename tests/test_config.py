@@ -347,6 +347,15 @@ def test_a_paper_schedule_without_its_decay_names_the_table_that_set_it(tmp_path
         train_config(load_recipe(str(path)), "pretrain", {"schedule": "paper"}, documents=10, block_size=128)
 
 
+def test_a_recipe_that_sets_no_schedule_is_told_the_default_and_the_choices(tmp_path):
+    path = tmp_path / "min.toml"
+    path.write_text("[pretrain]\nlr = 3e-3\n")
+    with pytest.raises(UserError) as e:
+        train_config(load_recipe(str(path)), "pretrain", {}, documents=10, block_size=128)
+    assert str(e.value) == (f"{path} [pretrain]: schedule 'paper' (the default: the table sets none) needs "
+                            "decay_epochs (or final_tokens); or set schedule to cosine, linear or constant")
+
+
 def test_auto_on_the_command_line_gives_a_device_chosen_value_back_over_the_recipes(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text("[pretrain]\nworkers = 1\nfast_dropout = true\nschedule = 'constant'\n")

@@ -183,7 +183,9 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     if cfg.schedule == "paper" and not cfg.final_tokens:
         where = "the command line" if "schedule" in command_line else \
             f"{_source(recipe)} [{_table_of(recipe, stage, variant, 'schedule')}]"
-        raise UserError(f"{where}: schedule 'paper' needs decay_epochs (or final_tokens)")
+        default = "" if "schedule" in command_line or "schedule" in origin else " (the default: the table sets none)"
+        raise UserError(f"{where}: schedule 'paper'{default} needs decay_epochs (or final_tokens); or set schedule "
+                        "to cosine, linear or constant")
     return cfg
 
 
