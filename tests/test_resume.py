@@ -638,3 +638,12 @@ def test_a_state_lacking_a_setting_or_the_init_hash_is_another_runs():
         state.check_same_run({**now, "init": None}, now, "s.pt")  # from scratch then, from weights now
     with pytest.raises(UserError, match=r"train\.momentum: None then, 0\.9 now"):
         state.check_same_run(now, {**now, "train": {**now["train"], "momentum": 0.9}}, "s.pt")
+
+
+def test_a_run_records_its_data_as_an_absolute_path(tmp_path, synth_dir, monkeypatch):
+    """explore and ask find the dev set from a run's recorded data folder, from wherever they are started."""
+    monkeypatch.chdir(synth_dir.parent)
+    out = tmp_path / "p.safetensors"
+    assert _pretrain(synth_dir.name, out) == 0
+    recorded = json.loads((tmp_path / "p.config.json").read_text())["data"]
+    assert recorded == str(synth_dir.resolve())

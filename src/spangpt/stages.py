@@ -80,7 +80,8 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
         raise UserError(f"block_size {mcfg.block_size} is too small for span-corruption pretraining (at least 6)")
     tcfg = train_config(rec, "pretrain", train_overrides or {}, documents=len(docs), block_size=mcfg.block_size,
                         variant=variant)
-    run = {"stage": "pretrain", "recipe": rec["name"], "data": str(data), "documents": len(docs),
+    # the data as an absolute path: `explore` and `ask` read the dev set from it, from wherever they are started
+    run = {"stage": "pretrain", "recipe": rec["name"], "data": str(Path(data).resolve()), "documents": len(docs),
            "mix_qa": mix_qa, "window": how.window, "salient_mask": how.salient_mask,
            "focus": how.focus, "corruption": how.style, "sampler": how.sampler, "zero_positions": zero_positions(rec, "pretrain", variant),
            "model": mcfg.to_dict(), "train": tcfg.to_dict()}
@@ -131,7 +132,8 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
     tcfg = train_config(rec, "finetune", train_overrides or {}, documents=documents, block_size=mcfg.block_size,
                         from_scratch=init is None, variant=variant)
     examples = qa_examples(qa_path, vocab, mcfg.block_size, numbered)
-    run = {"stage": "finetune", "recipe": rec["name"], "data": str(data), "init": str(init) if init else None,
+    run = {"stage": "finetune", "recipe": rec["name"], "data": str(Path(data).resolve()),
+           "init": str(init) if init else None,
            "init_weights": state.weights_digest(model) if init else None,
            "zero_positions": init is None and zero_positions(rec, "finetune", variant),
            "documents": documents, "model": mcfg.to_dict(), "train": tcfg.to_dict()}
