@@ -225,3 +225,17 @@ def test_an_unknown_option_shows_the_commands_usage_not_the_top_levels(capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("usage: spangpt pretrain ")
     assert err.splitlines()[-1] == "spangpt pretrain: error: unrecognized arguments: --recipie demo"
+
+
+def test_ask_rows_stay_one_line_whatever_a_model_answers():
+    from spangpt.cli import format_answers
+
+    res = {"question": "Where was Ann born?", "answers": [
+        {"model": "a", "answer": "Par\nis", "probability": 0.5,
+         "alternatives": [{"text": " ", "closed": True, "probability": 0.1}, {"text": "", "closed": False,
+                                                                             "probability": 0.05}]},
+        {"model": "b", "answer": "Paris", "probability": 0.9, "alternatives": []}]}
+    lines = format_answers(res).splitlines()
+    assert len(lines) == 4 and lines[0] == "Where was Ann born?"
+    assert lines[2].split()[:2] == ["a", '"Par\\nis"'] and lines[2].endswith('" " 10.0%  (empty)... 5.0%')
+    assert lines[3].split()[:2] == ["b", "Paris"]

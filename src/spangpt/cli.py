@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import typing
 from dataclasses import fields
@@ -202,6 +203,13 @@ def _pct(p: float) -> str:
     return f"{100 * p:.1f}%" if p >= 0.0005 else "<0.1%"
 
 
+def _shown(text: str) -> str:
+    """An answer as one cell of a row: quoted with escapes when it holds a newline, a tab or edge spaces."""
+    if not text:
+        return "(empty)"
+    return text if text.isprintable() and text.strip() == text else json.dumps(text, ensure_ascii=False)
+
+
 def format_answers(res: dict) -> str:
     """The answers of several models to one question, one row per model."""
     rows = [("model", "answer", "p", "top answers (beam search)")]
@@ -209,9 +217,9 @@ def format_answers(res: dict) -> str:
         if "error" in a:
             rows.append((a["model"], "-", "", a["error"]))
             continue
-        top = "  ".join(f"{alt['text'] or '(empty)'}{'' if alt['closed'] else '...'} {_pct(alt['probability'])}"
+        top = "  ".join(f"{_shown(alt['text'])}{'' if alt['closed'] else '...'} {_pct(alt['probability'])}"
                         for alt in a["alternatives"])
-        rows.append((a["model"], a["answer"] or "(empty)", _pct(a["probability"]), top))
+        rows.append((a["model"], _shown(a["answer"]), _pct(a["probability"]), top))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [res["question"]] + ["  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3] for r in rows]
     return "\n".join(lines)

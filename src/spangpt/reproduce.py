@@ -116,10 +116,20 @@ def _what_is_trained(key) -> dict | None:
     return {**key, "overrides": {k: v for k, v in key["overrides"].items() if k not in RUN_ONLY}}
 
 
+def _differences(then, now, path: str = "") -> list[str]:
+    """Where two run keys differ: "overrides.max_steps: 10 then, 12 now", one per value."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        return [d for k in sorted(set(then) | set(now), key=str)
+                for d in _differences(then.get(k), now.get(k), f"{path}.{k}" if path else str(k))]
+    return [] if then == now else [f"{path}: {then!r} then, {now!r} now"]
+
+
 def _finished_before(spec: RunSpec, done: Path, key: dict) -> dict:
     info = json.loads(done.read_text())
-    if _what_is_trained(info.get("key")) != _what_is_trained(key):
-        raise UserError(f"{done}: a finished run with other settings ({info.get('key')}); use another --out")
+    then, now = _what_is_trained(info.get("key")), _what_is_trained(key)
+    if then != now:
+        diffs = "; ".join(_differences(then, now)[:3]) if then is not None else "it records none"
+        raise UserError(f"{done}: a finished run with other settings ({diffs}); use another --out")
     print(f"{spec}: finished before, dev {info['accuracy']:.1f}% (reusing {done})", flush=True)
     return info
 
