@@ -205,7 +205,18 @@ def test_ask_and_complete_cli_errors_are_one_line(run_dir, capsys):
     assert main(["ask", "missing.safetensors", "Ann"]) == 2
     assert "missing.safetensors: not found" in capsys.readouterr().err
     assert main(["ask", str(run_dir.parent), "Ann"]) == 2
-    assert "neither a checkpoint nor a reproduce output" in capsys.readouterr().err
+    assert "no checkpoint here (*.safetensors), nor a reproduce output" in capsys.readouterr().err
+
+
+def test_ask_takes_a_folder_of_checkpoints(run_dir, synth_dir, tmp_path, capsys):
+    """As the README's pretrain and finetune commands leave them: runs/v/pretrain.safetensors, finetune.safetensors."""
+    import shutil
+
+    for stage in ("pretrain", "finetune"):
+        shutil.copy(run_dir / "vanilla" / "seed0" / f"{stage}.safetensors", tmp_path / f"{stage}.safetensors")
+    _, name = _dev_name(synth_dir)
+    assert main(["ask", str(tmp_path), name]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]] == ["finetune", "pretrain"]
 
 
 def test_complete_cli_prints_the_text_and_its_greedy_completion(run_dir, capsys):

@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                        usage="spangpt ask [-h] [--question TEXT] [--top-k K] [--device DEVICE] "
                              "CKPT [CKPT ...] [QUESTION]")
     p.add_argument("items", nargs="+", metavar="CKPT [CKPT ...] [QUESTION]",
-                   help="checkpoints or reproduce folders, then the question (or a bare name: 'Ada Lovelace'); "
+                   help="checkpoints (or folders of them) or reproduce folders, then the question (or a bare name: 'Ada Lovelace'); "
                         "without one, questions are read one per line from standard input")
     p.add_argument("--question", "-q", metavar="TEXT", help="the question, when it could be taken for a path")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="answers to list by beam search (default 5)")
@@ -331,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explore", help="a local web page: ask, attention maps, the dev set, training curves "
                        "(needs the [explore] extra)")
-    p.add_argument("paths", nargs="+", type=Path, metavar="RUN_DIR|CKPT", help="reproduce outputs, run folders "
-                   "or checkpoints")
+    p.add_argument("paths", nargs="+", type=Path, metavar="RUN_DIR|CKPT", help="reproduce outputs, run folders, "
+                   "checkpoints or folders of them")
     p.add_argument("--data", type=Path, help="the data folder, for the dev set (default: the one they were trained on)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")

@@ -73,7 +73,8 @@ def _from_checkpoint(path: Path, name: str, device: str) -> Entry:
 
 
 def load_entries(paths: list[Path], device: str = "cpu") -> tuple[list[Entry], Path | None]:
-    """Checkpoints, run folders and `reproduce` outputs -> (the models, the data folder they were trained on)."""
+    """Checkpoints, folders of them, run folders and `reproduce` outputs -> (the models, the data folder they
+    were trained on)."""
     entries, data = [], None
     for path in map(Path, paths):
         if path.is_dir() and (path / "results.json").is_file():  # a whole table
@@ -87,8 +88,11 @@ def load_entries(paths: list[Path], device: str = "cpu") -> tuple[list[Entry], P
                 raise UserError(f"{path / 'results.json'}: not a reproduce results file") from None
         elif path.is_dir() and (path / "result.json").is_file():  # one run folder
             entries.append(_from_run_folder(path, f"{path.parent.name}/{path.name}", device))
+        elif path.is_dir() and (found := sorted(path.glob("*.safetensors"))):  # a folder of checkpoints
+            entries += [_from_checkpoint(f, f.name.removesuffix(".safetensors"), device) for f in found]
         elif path.is_dir():
-            raise UserError(f"{path}: neither a checkpoint nor a reproduce output (no results.json or result.json)")
+            raise UserError(f"{path}: no checkpoint here (*.safetensors), nor a reproduce output (results.json) or "
+                            "run folder (result.json)")
         elif path.is_file():
             entries.append(_from_checkpoint(path, path.name.removesuffix(".safetensors"), device))
         else:
