@@ -51,6 +51,8 @@ def test_every_run_writes_dev_and_test_predictions_and_a_report(table, synth_dir
     report = (out / "report.md").read_text()
     assert "| RoPE |" in report and "always 'London'" in report
     assert "no fine-tuning after pretraining" not in report
+    # a run cut short says so; how it ran (the device) is not a setting of the table
+    assert f"with `--max-steps {FAST['max_steps']}`, data" in report and "--device" not in report
 
 
 def test_a_finished_table_is_tidy_one_folder_per_run(table):

@@ -33,7 +33,9 @@ def write(out: Path, results: dict, header: str = "", no_finetune: bool = False)
     if no_finetune:
         table += NO_FINETUNE
     plots = plot_losses(out, results["recipe"]) and plot_accuracy(out, results)
-    report = (f"# spangpt results\n\n{header}recipe `{results['recipe']}`, data `{results['data']}`, "
+    changed = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in results.get("overrides", {}).items())
+    report = (f"# spangpt results\n\n{header}recipe `{results['recipe']}`"
+              + (f" with `{changed}`" if changed else "") + f", data `{results['data']}`, "
               f"seeds {results['seeds']}; {results['run_minutes']} min of training and evaluation in all "
               f"({results['minutes']} min this time)\n\n"
               f"{table}\n" + ("\n![dev exact match](accuracy.png)\n\n![training loss](losses.png)\n" if plots else ""))

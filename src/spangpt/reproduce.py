@@ -237,7 +237,9 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     t0 = time.perf_counter()
     answers = _check_pairs(data, recipe)
     c, n = london_baseline(answers)
-    results = {"recipe": recipe, "data": str(Path(data).resolve()), "seeds": list(seeds), "runs": [],
+    trained = {k: v for k, v in (train_overrides or {}).items() if k not in RUN_ONLY}  # e.g. max_steps
+    results = {"recipe": recipe, "data": str(Path(data).resolve()), "seeds": list(seeds), "overrides": trained,
+               "runs": [],
                "london": {"correct": c, "total": n, "accuracy": 100.0 * c / n}}
     specs = plan(data, out, recipe, seeds, variants, train_overrides or {}, run_options)
     # pretraining runs first, so the short fine-tuning-only ones fill the end
