@@ -1,4 +1,5 @@
 """The CLI end to end on a tiny synthetic corpus (tiny model, a few steps), and its error handling."""
+import argparse
 import json
 import subprocess
 import sys
@@ -239,3 +240,15 @@ def test_ask_rows_stay_one_line_whatever_a_model_answers():
     assert len(lines) == 4 and lines[0] == "Where was Ann born?"
     assert lines[2].split()[:2] == ["a", '"Par\\nis"'] and lines[2].endswith('" " 10.0%  (empty)... 5.0%')
     assert lines[3].split()[:2] == ["b", "Paris"]
+
+
+def test_help_states_each_options_default_but_not_the_recipes_values():
+    from spangpt.cli import build_parser
+
+    commands = build_parser().commands
+    text = commands["reproduce"].format_help()
+    assert "(default: paper)" in text and "a run per seed and variant (default: 0)" in text
+    data = next(a for a in commands["data"]._actions if isinstance(a, argparse._SubParsersAction))
+    assert "--people PEOPLE       (default: 600)" in data.choices["synth"].format_help()
+    pretrain = commands["pretrain"].format_help()
+    assert "(default: paper)" in pretrain and "(default: None)" not in pretrain  # --epochs: the recipe's value

@@ -277,6 +277,22 @@ def cmd_demo(args) -> None:
         raise
 
 
+def _with_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option's help ends with its default, unless the help states it or there is none to state
+    (None: the recipe's value or the device's choice; False: a flag off)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _with_defaults(sub)
+            continue
+        d = action.default
+        if not action.option_strings or d is None or d is False or d is argparse.SUPPRESS or \
+                "default" in (action.help or ""):
+            continue
+        shown = (" ".join(map(str, d)) if isinstance(d, list) else str(d)).replace("%", "%%")
+        action.help = f"{action.help or ''} (default: {shown})".strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spangpt", description="A character-level GPT pretrained on biographies "
                                  "(span corruption), fine-tuned on birthplace questions about other people, "
@@ -363,8 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the results table: no pretraining, vanilla, RoPE, London")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="folder for checkpoints, predictions and the report")
-    p.add_argument("--recipe", default="paper")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--recipe", default="paper",
+                   help=f"built-in recipe name ({', '.join(builtin_recipes())}) or a .toml path")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED", help="a run per seed and variant")
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     add_options(p, TrainConfig, REPRODUCE_OPTS)
     p.add_argument("--save-every", type=int, metavar="N", help="save each stage's resumable state every N steps "
@@ -389,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2, metavar="N", help="runs trained at once (default 2: vanilla and "
                    "RoPE side by side)")
     p.set_defaults(fn=cmd_demo)
+    _with_defaults(ap)
     return ap
 
 
