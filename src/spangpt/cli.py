@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", add_help=False, help="training and evaluation speed, reference vs fast path "
                        "(spangpt bench --help)")
 
-    p = sub.add_parser("demo", help="the whole experiment offline on a synthetic corpus (10-30 min on 2 CPU cores)")
+    p = sub.add_parser("demo", help="the whole experiment offline on a synthetic corpus (6-30 min on 2 CPU cores, by CPU)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--people", type=int, default=500)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])

@@ -52,7 +52,8 @@ class ModelConfig:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
-            raise ValueError("n_embd must split into n_head heads of even size")
+            raise ValueError(f"n_embd must split into n_head heads of even size (n_embd {self.n_embd}, "
+                             f"n_head {self.n_head})")
 
     def to_dict(self) -> dict:
         return asdict(self)

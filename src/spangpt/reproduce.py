@@ -295,7 +295,7 @@ def demo(out, people: int = 500, seeds=(0,), jobs: int = 2) -> dict:
               f"(`spangpt data synth --style simple --people {people}`), and the small `demo` recipe "
               "(2 layers, 128 dims, the training QA pairs mixed into pretraining, strong weight decay; see "
               "spangpt/recipes/demo.toml): the real experiment's code and objective, scaled down to run in "
-              "10-30 minutes on a 2-core CPU, depending on the CPU. The dev people are never in the QA pairs, "
+              "6-30 minutes on a 2-core CPU, depending on the CPU. The dev people are never in the QA pairs, "
               "so what the models answer about them comes from their biographies. Its numbers are not "
               "comparable with the paper's.\n\n")
     print(header.strip(), flush=True)

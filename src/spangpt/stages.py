@@ -33,13 +33,13 @@ def sidecar(ckpt: Path, suffix: str) -> Path:
     return ckpt.with_name(ckpt.name.removesuffix(".safetensors") + suffix)
 
 
-def check_out(out: Path, inputs: dict) -> None:
+def check_out(out: Path, inputs: dict, example: str = "model.safetensors") -> None:
     """Refuse, before any work, an --out that would be lost or would destroy an input: a folder (the rename
     at the end would fail after the whole run), or one of the files this command reads, e.g. `finetune
     --init X --out X`, which would overwrite the pretrained model, its metrics and its state.
     inputs: {what: path}."""
     if out.is_dir():
-        raise UserError(f"{out}: is a folder; --out takes a file name (e.g. {out / 'model.safetensors'})")
+        raise UserError(f"{out}: is a folder; --out takes a file name (e.g. {out / example})")
     for what, path in inputs.items():
         if path is not None and out.resolve() == Path(path).resolve():
             raise UserError(f"{out}: is also this command's {what}; writing there would destroy it, "
@@ -258,7 +258,7 @@ def _saved_state(state_path: Path, resume: str | None) -> state.TrainState | Non
 def evaluate(ckpt: Path, input_path: Path, out: Path | None, device: str = "auto", need_answers: bool = True):
     """-> (predictions, (correct, total) or None). Writes predictions when out is given."""
     if out is not None:
-        check_out(Path(out), {"--input file": input_path, "checkpoint": ckpt})
+        check_out(Path(out), {"--input file": input_path, "checkpoint": ckpt}, example="dev.predictions")
     numbered = numbered_questions(input_path, need_answers=need_answers)
     model, vocab, _ = checkpoint.load(ckpt, device=pick_device(device))
     questions, lines = [q for _, q, _ in numbered], [n for n, _, _ in numbered]

@@ -225,7 +225,7 @@ def write_corpus(out_dir, people: int = 600, seed: int = 0, overwrite: bool = Fa
         existing = [name for name in files if (out / name).exists()]
         if existing:
             raise UserError(f"{out}: {', '.join(existing)} already exist(s); "
-                            "pass --force (overwrite=True) to replace them")
+                            "pass --force to replace them")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in sorted(files, key=lambda n: n == "wiki.txt"):  # wiki.txt last: its presence means all are there
