@@ -252,3 +252,11 @@ def test_help_states_each_options_default_but_not_the_recipes_values():
     assert "--people PEOPLE       (default: 600)" in data.choices["synth"].format_help()
     pretrain = commands["pretrain"].format_help()
     assert "(default: paper)" in pretrain and "(default: None)" not in pretrain  # --epochs: the recipe's value
+
+
+def test_version(capsys):
+    import spangpt
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith(f"spangpt {spangpt.__version__} (torch ")

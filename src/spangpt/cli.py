@@ -297,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spangpt", description="A character-level GPT pretrained on biographies "
                                  "(span corruption), fine-tuned on birthplace questions about other people, "
                                  "and evaluated by exact match: the CS224N pretraining experiment.")
+    import torch
+
+    from spangpt import __version__
+
+    ap.add_argument("--version", action="version", version=f"spangpt {__version__} (torch {torch.__version__})")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ap.commands = sub.choices  # name -> its parser, for errors found after parsing
 
