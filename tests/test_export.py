@@ -261,3 +261,19 @@ def test_the_model_card_gives_the_dev_score_of_a_reproduce_run(exported, tmp_pat
     assert "5 of 20 dev questions: 25.0%" in cards["pretrain"]
     assert "7 of 20 dev questions: 35.0%" in cards["finetune"]
     assert "Not recorded" in (exported["vanilla"][1] / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_model_card_says_the_precision_used_and_counts_in_words(synth_dir, tmp_path):
+    """A one-layer model is "1 layer"; a run left at precision auto shows what auto chose, not "auto"."""
+    if importlib.util.find_spec("transformers") is None:
+        pytest.skip('needs the [hf] extra: pip install -e ".[hf]"')
+    from spangpt.export import export
+
+    (tmp_path / "tiny.toml").write_text(TINY.replace("n_layer = 2", "n_layer = 1"))
+    ckpt = tmp_path / "m.safetensors"
+    stages.finetune(synth_dir, ckpt, "vanilla", recipe=str(tmp_path / "tiny.toml"), quiet=True,
+                    train_overrides={"max_steps": 2, "device": "cpu", "log_interval": 2})
+    export(ckpt, tmp_path / "hf")
+    card = (tmp_path / "hf" / "README.md").read_text(encoding="utf-8")
+    assert "- 1 layer, 2 heads, 32 wide" in card
+    assert "precision auto" not in card and ("precision fp32" in card or "precision bf16" in card)

@@ -146,8 +146,8 @@ def compile_chosen(monkeypatch):
 def test_each_step_goes_through_the_compiled_model_and_marks_a_new_graph_replay(compile_chosen):
     _, res = run()
     assert res.steps == 6 and compile_chosen["calls"] == 6 and compile_chosen["marks"] == 6
-    assert res.path == {"device": "cpu", "compile": True, "compile_mode": "reduce-overhead", "row_multiple": 0,
-                        "workers": 0, "compile_failed": False}
+    assert res.path == {"device": "cpu", "precision": "fp32", "compile": True, "compile_mode": "reduce-overhead",
+                        "row_multiple": 0, "workers": 0, "compile_failed": False}
 
 
 def test_a_failing_auto_compile_falls_back_to_the_eager_model_with_the_same_weights(compile_chosen, capsys):

@@ -239,7 +239,7 @@ pipeline_tag: text-generation
 
 Exported from the spangpt checkpoint `{ckpt.name}` as `{architecture}`, with the same logits.
 
-- {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, {n:,} parameters, a block of {cfg.block_size} characters
+- {_count(cfg.n_layer, "layer")}, {_count(cfg.n_head, "head")}, {cfg.n_embd} wide, {n:,} parameters, a block of {cfg.block_size} characters
 - positions: {positions}
 - vocabulary: {cfg.vocab_size} characters, one token each; □ (id {PAD_ID}) pads, ⁇ (id {MASK_ID}) ends the question
   and the answer
@@ -273,6 +273,10 @@ characters must fit in the block ({cfg.block_size} characters), as in spangpt.
 """
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def _recipe(info: dict) -> str:
     if not info.get("stage"):
         return "Not recorded in the checkpoint."
@@ -281,8 +285,10 @@ def _recipe(info: dict) -> str:
              + (f", from `{Path(info['init']).name}`" if info.get("init") else "")
              + (f", {info['documents']} biographies" if info.get("documents") else "")]
     keys = ("epochs", "batch_size", "lr", "schedule", "weight_decay", "precision")
-    if train:
-        lines.append("- training: " + ", ".join(f"{k} {train[k]}" for k in keys if k in train))
+    ran = result.get("ran_with") or {}
+    if train:  # the precision the run used, where it recorded it, not "auto"
+        shown = {**train, **({"precision": ran["precision"]} if "precision" in ran else {})}
+        lines.append("- training: " + ", ".join(f"{k} {shown[k]}" for k in keys if k in shown))
     if "mix_qa" in info:
         lines.append(f"- data options: mix_qa {info['mix_qa']}, focus {info.get('focus')}, "
                      f"corruption {info.get('corruption')}")

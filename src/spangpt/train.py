@@ -520,7 +520,8 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
         if steps.compiled:
             torch._dynamo.reset()  # the compiled code and its CUDA graphs' memory, not needed after training
     res.steps, res.tokens, res.real_tokens, res.final_loss = st.step, st.tokens, st.real_tokens, st.final_loss
-    res.path = {"device": str(device), "compile": steps.compiled, "compile_mode": cfg.compile_mode,
+    res.path = {"device": str(device), "precision": "bf16" if use_bf16(cfg.precision, device) else "fp32",
+                "compile": steps.compiled, "compile_mode": cfg.compile_mode,
                 "row_multiple": cfg.row_multiple, "workers": cfg.workers, "compile_failed": steps.fell_back}
     res.seconds = seconds_before + time.perf_counter() - t0
     model.eval()
