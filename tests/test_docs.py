@@ -84,7 +84,7 @@ def commands(text: str, program: str) -> list[tuple[bool, str]]:
     """(in a code block, the words after `program`) for each command the text shows: fenced blocks line by line
     (continuations joined, comments dropped), then inline code spans, each split at && ; |."""
     found = []
-    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+    blocks = re.findall(r"```(?!python)[a-z]*\n(.*?)```", text, flags=re.S)  # Python is not a shell
     spans = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
     for fenced, chunks in ((True, [b.replace("\\\n", " ") for b in blocks]), (False, spans)):
         for chunk in chunks:
@@ -99,6 +99,7 @@ def commands(text: str, program: str) -> list[tuple[bool, str]]:
 
 def test_commands_finds_blocks_spans_and_chains():
     text = ("```bash\nspangpt pretrain --data D \\\n  --out X  # a comment\n# spangpt not-a-command\n```\n"
+            "```python\nfrom spangpt import probe\n```\n"
             "and `spangpt evaluate C --input Q && spangpt predict C --input T` in prose")
     assert commands(text, "spangpt") == [(True, "pretrain --data D --out X"), (False, "evaluate C --input Q"),
                                          (False, "predict C --input T")]
@@ -193,3 +194,16 @@ def test_commands_in_recipe_comments_parse():
             if recipe and recipe not in builtin_recipes() and not (ROOT / recipe).is_file():
                 wrong.append(f"{path.name}: {m.group(1)}: no recipe {recipe}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_python_example_runs(run_dir, synth_dir, capsys):
+    """docs/running.md "From Python", run as it stands on a tiny model and a synthetic dev person."""
+    text = (ROOT / "docs" / "running.md").read_text(encoding="utf-8")
+    code = re.search(r"## From Python.*?```python\n(.*?)```", text, re.S).group(1)
+    name = next(iter((synth_dir / "birth_dev.tsv").read_text(encoding="utf-8").splitlines())).split("\t")[0]
+    name = name.removeprefix("Where was ").removesuffix(" born?")
+    code = code.replace("runs/best/vanilla/seed0/pretrain.safetensors",
+                        str(run_dir / "vanilla" / "seed0" / "pretrain.safetensors")).replace("Ralf Wadephul", name)
+    exec(compile(code, "docs/running.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) >= 4 and out[1].startswith("[") and out[2].startswith("[(")  # a completion may hold newlines
