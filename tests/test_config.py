@@ -365,3 +365,34 @@ def test_auto_on_the_command_line_gives_a_device_chosen_value_back_over_the_reci
     assert train_config(r, "pretrain", {}, documents=10, block_size=128).workers == 1
     with pytest.raises(UserError, match="the command line \\[pretrain\\]: lr must be a number > 0, got 'auto'"):
         train_config(r, "pretrain", {"lr": "auto"}, documents=10, block_size=128)  # only where None means auto
+
+
+def test_a_recipe_may_start_from_a_base_and_change_a_few_values(tmp_path):
+    """base = "best": this file's values replace best's key by key, sub-tables too; the rest is best's."""
+    (tmp_path / "mine.toml").write_text('base = "best"\n[pretrain]\nepochs = 7\n[pretrain.rope]\nlr = 1e-3\n'
+                                        '[finetune]\nepochs = 2\n')
+    best, mine = load_recipe("best"), load_recipe(str(tmp_path / "mine.toml"))
+    assert mine["name"] == "mine" and mine["model"] == best["model"]
+    assert mine["pretrain"] == {**best["pretrain"], "epochs": 7, "rope": {"lr": 1e-3}}
+    assert mine["finetune"] == {**best["finetune"], "epochs": 2}
+    rope = train_config(mine, "pretrain", {}, documents=10, block_size=128, variant="rope")
+    vanilla = train_config(mine, "pretrain", {}, documents=10, block_size=128, variant="vanilla")
+    assert (rope.epochs, rope.lr, vanilla.lr, vanilla.weight_decay) == (7, 1e-3, best["pretrain"]["lr"], 1.0)
+    # a base of a base, by path from the recipe's folder
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "more.toml").write_text('base = "../mine.toml"\n[model]\ndropout = 0.1\n')
+    more = load_recipe(str(tmp_path / "sub" / "more.toml"))
+    assert more["pretrain"] == mine["pretrain"] and more["model"] == {**best["model"], "dropout": 0.1}
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.toml": 'base = "b.toml"\n', "b.toml": 'base = "a.toml"\n'}, r"base recipes go round in a circle: a.toml -> b.toml -> a.toml"),
+    ({"a.toml": "base = 3\n"}, r"a\.toml: base must be a recipe name or a \.toml path, got 3"),
+    ({"a.toml": 'base = "bset"\n'}, r"unknown recipe 'bset'"),
+    ({"a.toml": 'base = "best"\n[pretrain]\nepoch = 3\n'}, r"a\.toml: unknown key\(s\) in \[pretrain\]: epoch"),
+])
+def test_a_bad_base_is_one_line(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_recipe(str(tmp_path / "a.toml"))

@@ -40,7 +40,38 @@ def builtin_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
 
 
-def load_recipe(name_or_path: str) -> dict:
+def load_recipe(name_or_path: str, _chain: tuple = ()) -> dict:
+    """A recipe by built-in name or .toml path, checked. A top-level `base = "best"` (a built-in name, or a
+    .toml path from the recipe's folder) starts from that recipe: this file's values replace the base's, key
+    by key, in every table and sub-table."""
+    path = _recipe_path(name_or_path)
+    if path.resolve() in _chain:
+        raise UserError(f"{path}: base recipes go round in a circle: "
+                        f"{' -> '.join(p.name for p in (*_chain, path.resolve()))}")
+    try:
+        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: {e}") from None
+    if "base" in recipe:
+        base = recipe.pop("base")
+        if not isinstance(base, str) or not base:
+            raise UserError(f"{path}: base must be a recipe name or a .toml path, got {base!r}")
+        parent = load_recipe(base if not Path(base).suffix else str(path.parent / base), (*_chain, path.resolve()))
+        recipe = _merged({k: v for k, v in parent.items() if k not in ("name", "path")}, recipe)
+    _check_tables(path, recipe)
+    recipe["name"], recipe["path"] = path.stem, str(path)
+    return recipe
+
+
+def _merged(base: dict, mine: dict) -> dict:
+    """base with mine on top: tables merged key by key (sub-tables too), any other value replaced."""
+    out = dict(base)
+    for key, value in mine.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def _recipe_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if not path.suffix:
         path = RECIPE_DIR / f"{name_or_path}.toml"
@@ -51,14 +82,14 @@ def load_recipe(name_or_path: str) -> dict:
             raise UserError(f"unknown recipe '{name_or_path}' (built in: {', '.join(builtin_recipes())}; or give a .toml path)")
     if not path.is_file():
         raise UserError(f"{path}: recipe file not found")
-    try:
-        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: {e}") from None
+    return path
+
+
+def _check_tables(path: Path, recipe: dict) -> None:
     unknown = sorted(set(recipe) - {"model", *STAGES})
     if unknown:  # a misspelt [pretrian] would otherwise drop that whole stage's values without a word
         raise UserError(f"{path}: unknown table(s) {', '.join(unknown)} "
-                        "(a recipe has [model], [pretrain], [finetune])")
+                        "(a recipe has [model], [pretrain], [finetune], and may name a base)")
     for name in ("model", *STAGES):
         if not isinstance(recipe.get(name, {}), dict):
             raise UserError(f"{path}: {name} must be a table ([{name}])")
@@ -85,8 +116,6 @@ def load_recipe(name_or_path: str) -> dict:
         unknown = set(table) - allowed
         if unknown:
             raise UserError(f"{path}: unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
-    recipe["name"], recipe["path"] = path.stem, str(path)
-    return recipe
 
 
 def stage_table(recipe: dict, stage: str, variant: str | None = None) -> dict:
