@@ -375,3 +375,14 @@ def test_tensorboard_gets_every_stage_as_its_own_run_with_the_dev_exact_match(sy
             exact = events.Scalars("dev/exact_match")
             want = run["before_finetune"]["accuracy"] if stage == "pretrain" else run["accuracy"]
             assert [(e.step, e.value) for e in exact] == [(run[stage]["steps"], pytest.approx(want, abs=1e-4))]
+
+
+def test_a_runs_key_holds_the_values_its_recipe_takes_from_a_base(tmp_path):
+    """Editing a base changes the key of every recipe built on it, so their finished runs are not reused."""
+    (tmp_path / "base.toml").write_text(TINY_RECIPE)
+    (tmp_path / "child.toml").write_text('base = "base.toml"\n[pretrain]\nepochs = 2\n')
+    before = rp._recipe_tables(str(tmp_path / "child.toml"))
+    (tmp_path / "base.toml").write_text(TINY_RECIPE.replace("lr = 1e-3", "lr = 2e-3", 1))
+    after = rp._recipe_tables(str(tmp_path / "child.toml"))
+    assert before["pretrain"]["epochs"] == after["pretrain"]["epochs"] == 2
+    assert before != after and after["pretrain"]["lr"] == 2e-3
