@@ -89,6 +89,8 @@ def test_an_answer_past_the_block_has_no_probability_rather_than_a_cut_one():
     ({"temperature": float("inf")}, "temperature must be"),
     ({"temperature": -1.0}, "temperature must be"),
     ({"temperature": 1.0, "seed": 2**70}, "seed must be a whole number from 0"),
+    ({"temperature": 1.0, "top_k": -1}, "top_k must be a whole number >= 0"),
+    ({"temperature": 1.0, "top_k": 2.5}, "top_k must be"),
 ])
 def test_complete_refuses_what_it_cannot_use_in_one_line(kw, message):
     model, vocab = _untrained()
@@ -101,6 +103,28 @@ def test_sampling_never_writes_the_padding_character_and_a_tiny_temperature_is_g
     hot = "".join(probe.complete(model, vocab, "ab", 40, temperature=50.0, seed=s) for s in range(10))
     assert len(hot) > 100 and "□" not in hot
     assert probe.complete(model, vocab, "ab", 20, temperature=1e-300) == probe.complete(model, vocab, "ab", 20)
+
+
+def test_top_k_sampling_keeps_to_the_k_likeliest_characters():
+    """At each step the character written is one of the k that a forward pass ranks first (padding aside),
+    checked one step at a time, written plainly here; with k = 1 that is the argmax at every temperature."""
+    model, vocab = _untrained()
+    pad = vocab.encode("□")[0]
+
+    def ranked_first(ids: list[int], k: int) -> list[int]:
+        with torch.no_grad():
+            logits = model(torch.tensor([ids]))[0][0, -1].double()
+        logits[pad] = -float("inf")
+        return logits.topk(k).indices.tolist()
+
+    for k in (1, 2):
+        texts = {probe.complete(model, vocab, "ab", 20, temperature=50.0, seed=s, top_k=k) for s in range(5)}
+        assert len(texts) == 1 if k == 1 else len(texts) > 1  # k = 1 leaves nothing to draw
+        for text in texts:
+            ids = vocab.encode("ab")
+            for ch in text:
+                assert vocab.encode(ch)[0] in ranked_first(ids, k), (k, text)
+                ids.append(vocab.encode(ch)[0])
 
 
 def test_each_attention_row_is_a_softmax_over_the_prompt(trained):

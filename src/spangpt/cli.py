@@ -258,7 +258,8 @@ def cmd_complete(args) -> None:
     from spangpt import checkpoint, probe
 
     model, vocab, _ = checkpoint.load(args.ckpt, device=args.device)
-    print(args.text + probe.complete(model, vocab, args.text, args.max_chars, args.temperature, args.seed))
+    print(args.text + probe.complete(model, vocab, args.text, args.max_chars, args.temperature, args.seed,
+                                     args.top_k))
 
 
 def cmd_explore(args) -> None:
@@ -346,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-chars", type=int, default=96, metavar="N", help="characters to write at most (default "
                    "96); it also stops at its first ⁇ and at the end of the block")
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; > 0: sample")
+    p.add_argument("--top-k", type=int, default=0, metavar="K", help="sample only among the K likeliest "
+                   "characters (default 0: all)")
     p.add_argument("--seed", type=int, default=0, help="the sampling seed")
     p.add_argument("--device", default="cpu")
     p.set_defaults(fn=cmd_complete)

@@ -144,16 +144,19 @@ def completions(model: GPT, vocab: Vocab, prefixes: list[str], max_chars: int = 
 
 
 def complete(model: GPT, vocab: Vocab, prefix: str, max_chars: int = 96, temperature: float = 0.0,
-             seed: int = 0) -> str:
+             seed: int = 0, top_k: int = 0) -> str:
     """completions for one prefix; temperature > 0 samples each character from softmax(logits / temperature)
-    instead, never the padding character (one generator seeded with `seed`: the same call gives the same
-    text). Below 1e-6 a temperature is greedy: sampling would give the argmax anyway."""
+    instead, never the padding character, and only among the top_k likeliest when top_k > 0 (one generator
+    seeded with `seed`: the same call gives the same text). Below 1e-6 a temperature is greedy: sampling
+    would give the argmax anyway."""
     if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
         raise UserError(f"max_chars must be a whole number >= 1, got {max_chars!r}")
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
         raise UserError(f"temperature must be a finite number >= 0, got {temperature!r}")
     if not (isinstance(seed, int) and 0 <= seed < 2**63):
         raise UserError(f"seed must be a whole number from 0 to 2^63 - 1, got {seed!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise UserError(f"top_k must be a whole number >= 0 (0: every character), got {top_k!r}")
     if temperature < 1e-6:
         return completions(model, vocab, [prefix], max_chars)[0]
     ids = text_ids(model, vocab, prefix)
@@ -165,6 +168,8 @@ def complete(model: GPT, vocab: Vocab, prefix: str, max_chars: int = 96, tempera
             logits, _ = model(torch.tensor([ids + new], device=_device(model)))
             logits = logits[0, -1].double().cpu() / temperature
             logits[PAD_ID] = -math.inf
+            if top_k:
+                logits[logits < torch.topk(logits, min(top_k, logits.numel())).values[-1]] = -math.inf
             c = int(torch.multinomial((logits - logits.max()).softmax(-1), 1, generator=gen))
             if c == MASK_ID:
                 break
