@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # spangpt's entry points: setup, tests, the offline demo, and the original assignment's run.sh targets.
+#   ./run.sh setup                     set up .venv (the package, its extras, torch)
 #   ./run.sh test                      set up .venv and run the test suite
 #   ./run.sh demo                      set up .venv and run the whole experiment on a synthetic corpus
 #   ./run.sh vanilla_pretrain [ARGS]   original targets; extra ARGS go to spangpt (e.g. --max-steps 100)
-# Environment: DATA (default ../shared/data/cs224n if present, else data/cs224n), OUT (runs/paper),
+# Environment: DATA (default ../shared/data/cs224n if present, else data/cs224n), OUT (runs/original),
 # RECIPE (paper), PYTHON (python3).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,7 +13,7 @@ PYTHON=${PYTHON:-python3}
 if [ -z "${DATA:-}" ]; then
   if [ -f ../shared/data/cs224n/wiki.txt ]; then DATA=../shared/data/cs224n; else DATA=data/cs224n; fi
 fi
-OUT=${OUT:-runs/paper}
+OUT=${OUT:-runs/original}
 RECIPE=${RECIPE:-paper}
 SPANGPT=.venv/bin/spangpt
 
