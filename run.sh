@@ -72,6 +72,6 @@ case "$target" in
     v=${target%%_*}; setup; data; need "$OUT/$v.finetune.safetensors" "${v}_finetune_with_pretrain"
     "$SPANGPT" predict "$OUT/$v.finetune.safetensors" --input "$DATA/birth_test_inputs.tsv" --out "$OUT/$v.pretrain.test.predictions" "$@" ;;
 
-  help|-h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; grep -oE '^  [a-z_|]+\)' "$0" | tr -d ' )' | tr '|' '\n' | sed 's/^/  /' ;;
+  help|-h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; grep -oE '^  [a-z_|]+\)' "$0" | tr -d ' )' | tr '|' '\n' | sed 's/^/  /' ;;
   *) echo "run.sh: unknown target '$target' (./run.sh help lists them)" >&2; exit 2 ;;
 esac
