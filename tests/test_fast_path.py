@@ -3,6 +3,7 @@ rows and batch workers; on a CPU none of it; what a user sets wins. And how trai
 "auto" chose and that fails falls back to the eager model with a warning and the same weights; asked for by
 name, it is the run's error. Everything runs on the CPU: the CUDA choices are made from a torch.device."""
 import random
+import re
 
 import pytest
 import torch
@@ -215,3 +216,11 @@ def test_a_cuda_index_past_the_devices_is_one_line(monkeypatch):
     assert device_mod.pick_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(Exception, match=r"^--device cuda:2: there are 2 CUDA devices \(cuda:0 to cuda:1\)$"):
         device_mod.pick_device("cuda:2")
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:-1", "cuda:x"])
+def test_a_word_that_names_no_device_is_one_line(name):
+    from spangpt.errors import UserError
+
+    with pytest.raises(UserError, match=rf"^--device {re.escape(name)}: not a device name"):
+        device_mod.pick_device(name)

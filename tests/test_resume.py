@@ -460,7 +460,7 @@ def test_a_finished_run_without_its_state_or_asked_for_fewer_steps_says_why_it_c
     assert _pretrain(synth_dir, kept, "--keep-state") == 0
     capsys.readouterr()
     assert _pretrain(synth_dir, kept, "--max-steps", "4", "--resume", "auto") == 2
-    assert "a finished run of 6 steps, asked now for 4 (--max-steps)" in _one_line(capsys.readouterr().err)
+    assert "saved at step 6, past the 4 steps asked now (--max-steps)" in _one_line(capsys.readouterr().err)
     # another setting is refused before anything says it resumes
     assert _pretrain(synth_dir, kept, "--max-steps", "10", "--lr", "0.1", "--resume", "auto") == 2
     out_err = capsys.readouterr()
@@ -647,3 +647,21 @@ def test_a_run_records_its_data_as_an_absolute_path(tmp_path, synth_dir, monkeyp
     assert _pretrain(synth_dir.name, out) == 0
     recorded = json.loads((tmp_path / "p.config.json").read_text())["data"]
     assert recorded == str(synth_dir.resolve())
+
+
+def test_a_state_saved_with_max_steps_in_its_fingerprint_still_resumes():
+    """States written when a fingerprint held max_steps: it is ignored on both sides, as on neither."""
+    now = state.fingerprint({"n_layer": 1}, {"lr": 0.1}, [([1], [2])])
+    old = {**now, "train": {**now["train"], "max_steps": 6}}
+    state.check_same_run(old, now, "s.pt")
+    state.check_same_run(now, old, "s.pt")
+
+
+def test_an_unfinished_state_past_the_steps_asked_is_refused(tmp_path, synth_dir, capsys):
+    out = tmp_path / "p.safetensors"
+    for _ in range(2):  # a budget this small stops after one step each time: a state at step 2
+        assert _pretrain(synth_dir, out, "--max-minutes", "0.000001", "--resume", "auto") == 75
+    capsys.readouterr()
+    assert _pretrain(synth_dir, out, "--max-steps", "1", "--resume", "auto") == 2
+    assert "saved at step 2, past the 1 steps asked now (--max-steps)" in _one_line(capsys.readouterr().err)
+    assert not out.exists()

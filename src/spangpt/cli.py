@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="train N runs at once, sharing the CPU threads "
                    "(2 on a 2-core CPU: small models gain little from a second thread)")
     p.add_argument("--keep-state", action="store_true", help="keep each finished stage's training state "
-                   "(weights and optimizer) to continue it later; by default it is removed")
+                   "(weights and optimizer), to continue a stage later with pretrain or finetune; by default it is removed")
     p.add_argument("--tensorboard", type=Path, metavar="DIR", help="log every stage to TensorBoard under "
                    "DIR/RUN/seedN/STAGE, with the dev exact match at the end (needs the [tensorboard] extra)")
     p.set_defaults(fn=cmd_reproduce)

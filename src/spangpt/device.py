@@ -15,7 +15,13 @@ from spangpt.errors import UserError
 def pick_device(name: str = "auto") -> torch.device:
     """auto: cuda, then mps, then cpu. A device asked for by name that this torch cannot use is a one-line error."""
     if name != "auto":
-        return _available(torch.device(name), name)
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise UserError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:1, mps)") from None
+        if device.index is not None and device.index < 0:
+            raise UserError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:1, mps)")
+        return _available(device, name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

@@ -216,6 +216,9 @@ def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | 
     now, steps = state.fingerprint(model.cfg.to_dict(), tcfg.trained(), first, init), run_steps(len(first), tcfg)
     if saved is not None:
         state.check_same_run(saved.run, now, saved.path)
+        if saved.step > steps:
+            raise UserError(f"{saved.path}: saved at step {saved.step}, past the {steps} steps asked now (--max-steps); "
+                            "give another --out to train a shorter run")
         if not (saved.finished and out.is_file()) or saved.step < steps:
             return saved, None
         return None, _finished(out, saved.step, steps, kept=True)

@@ -203,7 +203,7 @@ def check_same_run(saved: dict, now: dict, path) -> None:
     """Refuse to resume a state saved by another run: a setting missing on one side is a difference too
     (but max_steps, which a fingerprint no longer holds: TrainConfig.trained)."""
     diffs = [f"{part}.{k}: {saved[part].get(k)!r} then, {now[part].get(k)!r} now"
-             for part in ("model", "train") for k in sorted(set(saved[part]) | set(now[part]) - {"max_steps"})
+             for part in ("model", "train") for k in sorted((set(saved[part]) | set(now[part])) - {"max_steps"})
              if saved[part].get(k) != now[part].get(k)]
     if saved["data"] != now["data"]:
         diffs.append("the training data differs")
