@@ -17,7 +17,7 @@ except ModuleNotFoundError:  # Python 3.10
 from spangpt.data import Corruption
 from spangpt.errors import BadValue, UserError
 from spangpt.model import VARIANTS, ModelConfig
-from spangpt.train import TrainConfig
+from spangpt.train import OPTIONAL, TrainConfig
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGES = ("pretrain", "finetune")
@@ -189,8 +189,7 @@ def train_config(recipe: dict, stage: str, overrides: dict, *, documents: int, b
     kw.update({k: v for k, v in overrides.items() if v is not None})
     # "auto", in a recipe or on the command line: a field whose None means "chosen by the device" (compile,
     # row_multiple, workers, fast_dropout), so that a variant's table or an option can give the choice back
-    optional = {f.name for f in dataclasses.fields(TrainConfig) if f.default is None}
-    kw.update({k: None for k, v in kw.items() if v == "auto" and k in optional})
+    kw.update({k: None for k, v in kw.items() if v == "auto" and k in OPTIONAL})
     # fine-tuning a pretrained model may take 0 epochs: the recipe then evaluates the pretrained model as it is
     min_epochs = 0 if stage == "finetune" and not from_scratch else 1
 

@@ -15,11 +15,8 @@ from spangpt.errors import UserError
 def pick_device(name: str = "auto") -> torch.device:
     """auto: cuda, then mps, then cpu. A device asked for by name that this torch cannot use is a one-line error."""
     if name != "auto":
-        try:
-            device = torch.device(name)
-        except (RuntimeError, ValueError):
-            raise UserError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:1, mps)") from None
-        if device.index is not None and device.index < 0:
+        device = _parsed(name)
+        if device is None:
             raise UserError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:1, mps)")
         return _available(device, name)
     if torch.cuda.is_available():
@@ -27,6 +24,19 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def is_device_name(name: str) -> bool:
+    """auto, or a name torch reads as a device (whether this machine has it is pick_device's question)."""
+    return name == "auto" or _parsed(name) is not None
+
+
+def _parsed(name: str) -> torch.device | None:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return None
+    return None if device.index is not None and device.index < 0 else device
 
 
 def _available(device: torch.device, name: str) -> torch.device:

@@ -21,7 +21,7 @@ from spangpt import distributed, errors, loader, state
 from spangpt.data import batch_examples, make_batch, pad_rows
 from spangpt.errors import BadValue, UserError
 from spangpt.fileio import atomic_write
-from spangpt.device import autocast_context, fast_path, pick_attention, pick_device, use_bf16
+from spangpt.device import autocast_context, fast_path, is_device_name, pick_attention, pick_device, use_bf16
 from spangpt.model import GPT
 from spangpt.trainlog import TrainLog
 from spangpt.vocab import PAD_ID
@@ -44,16 +44,6 @@ def option(default, help: str = "", *, choices: tuple = (), run_only: bool = Fal
 
 def _whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _device_name(name: str) -> bool:
-    if name == "auto":
-        return True
-    try:
-        torch.device(name)
-    except (RuntimeError, ValueError):
-        return False
-    return True
 
 
 def _number(v) -> bool:
@@ -141,7 +131,7 @@ class TrainConfig:
                 raise BadValue(key, "true or false", getattr(self, key))
         if self.workers is not None and not (_whole(self.workers) and self.workers >= 0):
             raise BadValue("workers", "a whole number >= 0", self.workers)
-        if not isinstance(self.device, str) or not _device_name(self.device):
+        if not isinstance(self.device, str) or not is_device_name(self.device):
             raise BadValue("device", "a device name (auto, cpu, cuda, cuda:1, mps)", self.device)
         if self.seed >= 2**63:  # torch.manual_seed takes 64 bits, and the seed is offset per rank and step
             raise BadValue("seed", "a whole number below 2^63", self.seed)
@@ -158,7 +148,7 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY and k != "max_steps"}
 
 
-OPTIONAL = ("compile", "fast_dropout", "row_multiple", "workers")  # None: device.fast_path / device.py decides
+OPTIONAL = tuple(f.name for f in fields(TrainConfig) if f.default is None)  # None: the device decides (device.py)
 CHOICES = {f.name: f.metadata["choices"] for f in fields(TrainConfig) if f.metadata["choices"]}
 RUN_ONLY = tuple(f.name for f in fields(TrainConfig) if f.metadata["run_only"])
 
@@ -382,7 +372,7 @@ class _Steps:
         if self.compiled:
             torch.compiler.cudagraph_mark_step_begin()
         try:
-            return _step(self.model, self.optimizer, batch, stats, self.ctx, self.grad_clip, self.step_fn, self.world)
+            return self._step(batch, stats)
         except torch._dynamo.exc.TorchDynamoException as err:
             if not self.fallback:
                 raise
@@ -394,7 +384,10 @@ class _Steps:
                 print(f"spangpt: warning: {self.desc}: torch.compile failed ({type(err).__name__}: {why}); "
                       "training on without it (--compile false skips it, --compile true makes it an error)",
                       file=sys.stderr, flush=True)
-            return _step(self.model, self.optimizer, batch, stats, self.ctx, self.grad_clip, self.step_fn, self.world)
+            return self._step(batch, stats)
+
+    def _step(self, batch, stats: BatchStats) -> torch.Tensor:
+        return _step(self.model, self.optimizer, batch, stats, self.ctx, self.grad_clip, self.step_fn, self.world)
 
 
 def _restore(saved: state.TrainState, st: state.TrainState, model, optimizer, rng, window: MetricsWindow,
