@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A GPU's speed on this model, and its CUDA paths checked: the eager step (--compile false --row-multiple 0
 # --workers 1) against the fast path, which is what a plain command does on CUDA (device.fast_path: the
-# model compiled, each batch shape one CUDA graph, rows padded to a multiple of 8, batch workers), one process
+# model compiled, each batch shape one CUDA graph, rows padded to a multiple of 32, batch workers), one process
 # alone on the GPU.
 #   1. the CUDA check: a run killed with SIGKILL and resumed ends with the uninterrupted run's weights (the
 #      CUDA RNG restore path; tests/test_resume.py with SPANGPT_TEST_DEVICE=cuda, the device's defaults, which

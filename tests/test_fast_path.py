@@ -2,6 +2,7 @@
 rows and batch workers; on a CPU none of it; what a user sets wins. And how train() takes it: a compile that
 "auto" chose and that fails falls back to the eager model with a warning and the same weights; asked for by
 name, it is the run's error. Everything runs on the CPU: the CUDA choices are made from a torch.device."""
+import dataclasses
 import random
 import re
 
@@ -11,10 +12,13 @@ import torch
 from spangpt import device as device_mod
 from spangpt import train as train_mod
 from spangpt.cli import build_parser
-from spangpt.config import load_recipe, train_config
+from conftest import REAL_DATA, needs_real_data
+from spangpt.config import data_options, load_recipe, train_config
+from spangpt.data import load_wiki, pretrain_example
 from spangpt.device import fast_path
 from spangpt.errors import BadValue
 from spangpt.model import GPT, ModelConfig
+from spangpt.stages import qa_examples
 from spangpt.train import TrainConfig, train
 from torch._inductor.exc import InductorError
 
@@ -36,13 +40,13 @@ def cores(monkeypatch):
 
 def test_auto_is_the_fast_path_on_one_cuda_device_and_nothing_on_a_cpu(cores):
     cores(16)
-    assert chosen(fast_path(TrainConfig(), CUDA)) == (True, "reduce-overhead", 8, 4)
+    assert chosen(fast_path(TrainConfig(), CUDA)) == (True, "reduce-overhead", 32, 4)
     assert chosen(fast_path(TrainConfig(), CPU)) == (False, "default", 0, 0)
     assert chosen(fast_path(TrainConfig(), torch.device("mps"))) == (False, "default", 0, 0)
     # under torchrun: the workers, not the compile (not measured with DDP), so no padding either
     assert chosen(fast_path(TrainConfig(), CUDA, world=2)) == (False, "default", 0, 4)
     # a compile asked for under torchrun: plain inductor, no CUDA graphs; rows padded for fewer compilations
-    assert chosen(fast_path(TrainConfig(compile=True), CUDA, world=2)) == (True, "default", 8, 4)
+    assert chosen(fast_path(TrainConfig(compile=True), CUDA, world=2)) == (True, "default", 32, 4)
 
 
 def test_auto_compiles_only_a_run_long_enough_to_pay_for_it():
@@ -58,6 +62,31 @@ def test_auto_compiles_only_a_run_long_enough_to_pay_for_it():
 def test_cuda_workers_are_one_per_four_threads_from_one_to_four(cores, n, workers):
     cores(n)
     assert fast_path(TrainConfig(), CUDA).workers == workers
+
+
+@needs_real_data
+@pytest.mark.parametrize("recipe", ["best", "paper"])
+def test_the_recipes_padded_batches_take_one_shape(recipe):
+    """A second batch shape costs a second compilation (torch.compile then recompiles for dynamic shapes) and
+    a second graph: CUDA_ROW_MULTIPLE is chosen so that every batch of the recipes' pretraining, the short
+    last one of each epoch included, pads to the same rows. Two epochs as train() lays them out."""
+    rec = load_recipe(recipe)
+    mix_qa, how = data_options(rec, "vanilla")
+    docs, vocab = load_wiki(REAL_DATA / "wiki.txt")
+    qa = qa_examples(REAL_DATA / "birth_places_train.tsv", vocab, 128) if mix_qa else []
+    def draw(rng):
+        return [pretrain_example(d, vocab, 128, rng, how) for d in docs] + qa
+    cfg = fast_path(train_config(rec, "pretrain", {"epochs": 2}, documents=len(docs), block_size=128), CUDA)
+    rng = random.Random(0)
+    first = draw(rng)
+    batches = list(train_mod._epochs(draw, first, rng, rng.getstate(), cfg, 128, 0, 0, 0, 1))
+    assert len(batches) > 2 * len(first) // cfg.batch_size
+    packed_rows = {b.x.shape[0] for _, _, _, b, _ in train_mod._epochs(
+        draw, first, random.Random(1), None, dataclasses.replace(cfg, row_multiple=0), 128, 0, 0, 0, 1)}
+    assert len(packed_rows) > 3  # unpadded, the rows vary from batch to batch
+    shapes = {tuple(b.x.shape) for _, _, _, b, _ in batches}
+    assert len(shapes) == 1, shapes
+    assert shapes.pop()[0] % cfg.row_multiple == 0
 
 
 def test_what_a_user_sets_wins_over_the_device(cores):

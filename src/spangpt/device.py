@@ -87,7 +87,11 @@ def autocast_context(device: torch.device, bf16: bool):
 
 # The fast path on CUDA: a step of this 3.3M-parameter model is bound by kernel launches and host work, not
 # arithmetic (~12 ms eager on an H200 for ~1 ms of math), so replay each step as one CUDA graph.
-CUDA_ROW_MULTIPLE = 8  # packed batches of 64 span ~48-64 rows: a few shapes, each one graph
+# Rows padded to a multiple of 32: the recipes' packed batches (21-30 rows for `best`'s 64 examples, 47-59 for
+# `paper`'s 128) then take one shape, so one compilation and one graph. At a multiple of 8 they took two or three,
+# and the second shape recompiles the model with dynamic shapes (64 s more on a CPU here); the padded rows cost
+# arithmetic, which a launch-bound step has to spare.
+CUDA_ROW_MULTIPLE = 32
 # Compiling takes about a minute (50 s for a small model's forward and backward on a CPU here) and could save
 # ~10 ms a step: worth it for the recipes' pretrainings (14,950 and 31,200 steps), not for their fine-tunings
 # (a few hundred steps, seconds eager).
@@ -99,7 +103,7 @@ def fast_path(cfg, device: torch.device, world: int = 1, steps: int | None = Non
 
     On one CUDA device: torch.compile with mode "reduce-overhead" (each batch shape captured once as a CUDA
     graph and replayed) for a run of at least COMPILE_MIN_STEPS steps (steps: the run's; None: long), its rows
-    padded to a multiple of CUDA_ROW_MULTIPLE so that there are few shapes, and batch workers. Elsewhere none
+    padded to a multiple of CUDA_ROW_MULTIPLE so that there is one shape, and batch workers. Elsewhere none
     of it: on a CPU the step is bound by arithmetic, compiling costs minutes of start-up, and a worker would
     take a core from the model. Under torchrun (world > 1) compile stays off unless asked for, and then in
     mode "default": DDP's bucketed all-reduce and a captured graph have not been measured together.

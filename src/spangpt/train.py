@@ -83,14 +83,14 @@ class TrainConfig:
     # on CUDA torch.nn.Dropout is one fused kernel and measured faster than model.FastDropout's keep-masks
     fast_dropout: bool | None = option(None, "cheap dropout masks, model.FastDropout (default: on CPU, off on CUDA)")
     # On one CUDA device the default is the fast path (device.fast_path): the model compiled, each batch shape
-    # replayed as one CUDA graph ("reduce-overhead"), rows padded to a multiple of 8 so that shapes are few.
+    # replayed as one CUDA graph ("reduce-overhead"), rows padded to a multiple of 32: one shape.
     compile: bool | None = option(None, "torch.compile the model (default: on one CUDA device for a run of 5,000 "
                                   "steps or more; off elsewhere)", run_only=True)
     compile_mode: str = option("auto", "torch.compile mode (auto: reduce-overhead on CUDA, each batch shape one "
                                "CUDA graph; default elsewhere)", choices=("default", "reduce-overhead",
                                                                           "max-autotune"), run_only=True)
-    row_multiple: int | None = option(None, "pad each packed batch with empty rows to a multiple of N rows: a few "
-                                      "static shapes, the same loss and gradients (default: 8 when compiled on "
+    row_multiple: int | None = option(None, "pad each packed batch with empty rows to a multiple of N rows: "
+                                      "static shapes, the same loss and gradients (default: 32 when compiled on "
                                       "CUDA, else 0 = off)", run_only=True, metavar="N")
     log_interval: int = option(20, "steps between loss syncs and metrics lines (and loss health checks)",
                                run_only=True)
