@@ -6,13 +6,15 @@ Builds a recipe's model and optimizer, draws one epoch of its pretraining exampl
 does, and runs whole training steps (`train.train_step`: forward, backward, clipping, AdamW) on its packed
 batches: --steps timed, then --steps more under torch.profiler. Prints seconds per step, real tokens/s, the
 ops that took the most time, and the arithmetic rate of the Linear matmuls (mm, addmm) and the attention
-matmuls (bmm): their FLOPs, as torch.utils.flop_counter counts them on the same steps, over their time. If the matmuls already run near
-the CPU's peak, only fewer positions or a cheaper precision make a step faster.
+matmuls (bmm): their FLOPs, as torch.utils.flop_counter counts them on the same steps, over their time,
+beside the rate of one large matmul. If the step's matmuls already run near that, only fewer positions or a
+cheaper precision make a step faster.
 """
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import time
 from pathlib import Path
 
@@ -28,6 +30,19 @@ from spangpt.model import GPT
 from spangpt.stages import TRAIN_QA, qa_examples
 from spangpt.train import make_optimizer, train_step
 from spangpt.vocab import PAD_ID
+
+
+def large_matmul_rate(bf16: bool, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an (n, n) @ (n, n) matmul in the step's precision, the median of `repeats`: what this CPU
+    does on a matmul big enough to hide every overhead, to hold the step's matmul rates against."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times[1:]) / 1e9
 
 
 def main(argv=None) -> int:
@@ -87,6 +102,7 @@ def main(argv=None) -> int:
     for what, names in (("Linear matmuls (mm, addmm)", ("mm", "addmm")), ("attention matmuls (bmm)", ("bmm",))):
         n, s = sum(flops.get(k, 0) for k in names), sum(ops.get(f"aten::{k}", 0) for k in names)
         print(f"{what}: {n / max(s, 1e-9) / 1e9:.1f} GFLOP/s, {s / total:.0%} of the profiled time")
+    print(f"for comparison, one large matmul: {large_matmul_rate(bf16):.1f} GFLOP/s (a practical peak)")
     print("ops by time spent in them:")
     for name, s in sorted(ops.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {s / total:6.1%}  {name}")

@@ -26,6 +26,7 @@ def test_it_reports_the_step_and_the_matmul_rates(synth_dir, tmp_path, capsys):
     assert re.search(r"tiny, rope, (fp32|bf16), 1 threads: [\d.]+ s per step, [\d,]+ real tokens/s", out)
     rates = re.findall(r"matmuls \(.*?\): ([\d.]+) GFLOP/s, (\d+)% of the profiled time", out)
     assert len(rates) == 2 and all(float(r) > 0 for r, _ in rates)  # FLOPs found for mm/addmm and for bmm
+    assert re.search(r"one large matmul: [\d.]+ GFLOP/s", out)
     assert "aten::mm" in out
 
 
