@@ -1,6 +1,8 @@
 import os
 import stat
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -70,6 +72,22 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         checkpoint.atomic_write(p, boom)
     assert p.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left behind
+
+
+def test_a_write_reaches_the_disk_before_the_rename_and_the_rename_after(tmp_path, monkeypatch):
+    """A power cut must not leave a new checkpoint's name on unwritten bytes: the file is fsync'ed before it is
+    renamed into place, and its folder after (stages remove the training state once the checkpoint is written)."""
+    import os
+    from spangpt import fileio
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(fileio.os, "fsync", lambda fd: events.append(("fsync", os.path.isdir(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(fileio.os, "replace", lambda a, b: events.append(("replace", None)) or real_replace(a, b))
+    fileio.atomic_write(tmp_path / "m.txt", lambda tmp: Path(tmp).write_text("weights"))
+    assert events == [("fsync", False), ("replace", None), ("fsync", True)]  # the file, the rename, its folder
+    assert (tmp_path / "m.txt").read_text() == "weights"
 
 
 def _edit_header(path, edit):

@@ -196,6 +196,20 @@ def test_reproduce_cli_stops_at_max_minutes_with_exit_75_then_goes_on(table, syn
     assert main(argv) == 0 and (tmp_path / "rope" / "seed0" / "result.json").is_file()
 
 
+def test_a_recipes_own_time_budget_stops_reproduce_with_exit_75(table, synth_dir, tmp_path, capsys):
+    """max_minutes set in a recipe rather than on the command line: the stage's own message, not a crash."""
+    from spangpt.cli import main
+
+    _, recipe, _ = table
+    timed = tmp_path / "timed.toml"
+    timed.write_text(f'base = "{recipe}"\n[pretrain]\nmax_minutes = 0.000001\n')
+    argv = ["reproduce", "--data", str(synth_dir), "--out", str(tmp_path / "out"), "--recipe", str(timed),
+            "--variants", "vanilla", "--max-steps", "2", "--device", "cpu"]
+    assert main(argv) == 75
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("spangpt: --max-minutes 1e-06 used up at step 1; state saved to ")
+
+
 def test_jobs_train_side_by_side_to_the_same_results(table, synth_dir, tmp_path):
     """--jobs 2: the same runs in two worker processes give the table's weights and predictions, in its order."""
     from safetensors.torch import load_file

@@ -175,8 +175,8 @@ def cmd_reproduce(args) -> None:
     except Stopped as e:
         from spangpt.train import EXIT_BUDGET
 
-        if e.exit_code == EXIT_BUDGET:  # the stage saw only the minutes left of the table's budget
-            e.why = f"--max-minutes {args.max_minutes:g} used up"
+        if e.exit_code == EXIT_BUDGET and args.max_minutes:  # the stage saw only the minutes left of the table's
+            e.why = f"--max-minutes {args.max_minutes:g} used up"  # budget (a recipe's own max_minutes: the stage's)
         e.hint = "run the same command again to continue"  # reproduce always resumes
         raise
 

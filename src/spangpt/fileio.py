@@ -12,19 +12,35 @@ def atomic_write(path, write) -> Path:
     """Call write(tmp_path) on a temp file beside path, then move it over path in one step.
 
     If write raises (a crash, a failed checksum), the temp file is removed and path is untouched, so an
-    interrupted run never leaves half a file over a good one.
+    interrupted run never leaves half a file over a good one. The bytes and then the rename are fsync'ed, so
+    a power cut does not either: a finished checkpoint is on disk before its training state is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(path)
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         plain_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make renames in folder durable (a power cut, not just a killed process)."""
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # some filesystems cannot fsync a directory; the renames are still atomic
+        pass
 
 
 def temp_beside(path: Path) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from spangpt.errors import UserError
-from spangpt.fileio import plain_mode, read_bytes, temp_beside
+from spangpt.fileio import fsync_dir, plain_mode, read_bytes, temp_beside
 
 try:
     import fcntl
@@ -106,14 +106,7 @@ def _commit(tmp: Path, path: Path) -> None:
     if path.exists():
         os.replace(path, prev)
     os.replace(tmp, path)
-    try:  # make the renames durable too (a power cut, not just a killed process)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # some filesystems cannot fsync a directory; the renames are still atomic
-        pass
+    fsync_dir(path.parent)
 
 
 def load(path) -> TrainState:
