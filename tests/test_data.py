@@ -213,7 +213,7 @@ def test_finetune_example_matches_the_original_namedataset():
 
 def test_finetune_example_too_long_is_an_error():
     v = Vocab.from_text("ab")
-    with pytest.raises(UserError, match=r"train\.tsv:4: .*over block_size"):
+    with pytest.raises(UserError, match=r"train\.tsv:4: question\+answer is 140 characters, 142 with its two \u2047, over block_size"):
         finetune_example("a" * 100, "b" * 40, v, BLOCK, "train.tsv", 4)
 
 
@@ -287,6 +287,8 @@ def test_file_errors_name_file_and_line(tmp_path):
     ("Where was A born?\tParis\tOslo\n", r"qa\.tsv:1: more than one tab"),
     ("\n  \n", r"qa\.tsv: no questions found"),
     ("Where was A born?\t  \n", r"qa\.tsv:1: expected 'question<TAB>answer', found no answer"),
+    ("Where was A born?\tParis\nWhere was B\u2047C born?\tOslo\n", r"qa\.tsv:2: holds '\u2047', a character the model reserves"),
+    ("Where was A born?\tPa\u25a1ris\n", r"qa\.tsv:1: holds '\u25a1', a character the model reserves"),
 ])
 def test_question_file_errors(tmp_path, text, message):
     p = tmp_path / "qa.tsv"

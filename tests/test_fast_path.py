@@ -247,7 +247,7 @@ def test_a_cuda_index_past_the_devices_is_one_line(monkeypatch):
         device_mod.pick_device("cuda:2")
 
 
-@pytest.mark.parametrize("name", ["gpu", "cuda:-1", "cuda:x"])
+@pytest.mark.parametrize("name", ["gpu", "cuda:-1", "cuda:x", "meta", "xpu"])
 def test_a_word_that_names_no_device_is_one_line(name):
     from spangpt.errors import UserError
 

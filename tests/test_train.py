@@ -8,6 +8,7 @@ from spangpt.config import load_recipe, train_config
 from spangpt.errors import UserError
 from spangpt.model import GPT, ModelConfig
 from spangpt.report import epoch_losses
+from spangpt import train as train_mod
 from spangpt.train import DECAY_ON, TrainConfig, decay_groups, lr_multiplier, make_optimizer, param_rms, train
 
 SMALL = dict(vocab_size=30, block_size=32, n_layer=1, n_head=2, n_embd=16)
@@ -21,6 +22,16 @@ def test_paper_schedule_hand_computed_and_cycles_past_final_tokens():
     assert lr_multiplier(1100, cfg, 0) == 0.1  # floor
     # the original never clamps progress: at 2x the decay length, cos(2pi) = 1 -> back to the peak
     assert math.isclose(lr_multiplier(2100, cfg, 0), 1.0)
+
+
+def test_paper_schedule_without_final_tokens_decays_over_the_run():
+    """A bare TrainConfig() (schedule "paper", final_tokens 0) must not swing between peak and floor every
+    step (progress counted in raw tokens): it decays over the run's own tokens, as the original's cosine would."""
+    cfg = TrainConfig(warmup_tokens=100)
+    assert (cfg.schedule, cfg.final_tokens) == ("paper", 0)
+    lrs = [lr_multiplier(t, cfg, 1100) for t in range(100, 1101, 37)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])) and lrs[0] == 1.0 and lrs[-1] < 0.2
+    assert math.isclose(lr_multiplier(600, cfg, 1100), 0.5)
 
 
 def test_cosine_schedule_decays_once_over_the_run():
@@ -147,6 +158,30 @@ def test_metrics_file_is_json_lines(tmp_path):
     assert [r["step"] for r in recs] == [4, 8, 10]
     assert {"step", "tokens", "loss", "lr", "real_tokens", "gflops", "rms"} <= set(recs[0]) and recs[0]["gflops"] > 0
     assert set(recs[0]["rms"]) == {"tok_emb", "pos_emb", "ln_gain", "linear"}
+
+
+def test_a_run_that_fails_shuts_its_batch_workers_down_at_once():
+    """An error out of train() must not leave the DataLoader's processes running while its traceback lives."""
+    import multiprocessing
+
+    class Boom(Exception):
+        pass
+
+    def fail_at_step_3(*a, **k):
+        fail_at_step_3.calls += 1
+        if fail_at_step_3.calls == 3:
+            raise Boom()
+        return real(*a, **k)
+    fail_at_step_3.calls = 0
+
+    real = train_mod._step
+    before = set(multiprocessing.active_children())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_mod, "_step", fail_at_step_3)
+        with pytest.raises(Boom) as err:
+            _run(0, steps=10, workers=2)
+        assert err.value.__traceback__ is not None  # the traceback, and its frames, are still alive here
+        assert set(multiprocessing.active_children()) == before
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 3 workers on 2 cores: on purpose

@@ -19,7 +19,7 @@ import torch
 from spangpt.corpus import capitalised_runs, focus_example, focus_runs, max_shown
 from spangpt.errors import BadValue, UserError, where
 from spangpt.fileio import read_bytes
-from spangpt.vocab import MASK, PAD_ID, Vocab
+from spangpt.vocab import MASK, PAD, PAD_ID, Vocab
 
 
 # ----------------------------------------------------------------------------- files
@@ -74,6 +74,10 @@ def numbered_questions(path, need_answers: bool = True) -> list[tuple[int, str, 
             raise UserError(f"{where(path, lineno)}: empty question")
         if "\t" in a:
             raise UserError(f"{where(path, lineno)}: more than one tab")
+        marker = next((c for c in MASK + PAD if c in line), None)
+        if marker:  # a ⁇ in a question would end it early, and the answer would be read from the wrong place
+            raise UserError(f"{where(path, lineno)}: holds {marker!r}, a character the model reserves "
+                            f"({MASK} ends a question and an answer, {PAD} pads)")
         pairs.append((lineno, q, a if tab else None))
     if not pairs:
         raise UserError(f"{path}: no questions found")
@@ -198,7 +202,8 @@ def finetune_example(question: str, answer: str, vocab: Vocab, block_size: int, 
     """x = question⁇answer⁇ (shifted), y = PAD over the question so only ⁇answer⁇ is trained."""
     ids = vocab.encode(qa_string(question, answer), source, lineno)
     if len(ids) > block_size:
-        raise UserError(f"{where(source, lineno)}: question+answer is {len(ids)} characters, over block_size {block_size}")
+        raise UserError(f"{where(source, lineno)}: question+answer is {len(question) + len(answer)} characters, "
+                        f"{len(ids)} with its two {MASK}, over block_size {block_size}")
     q = len(question)
     return shift(ids, [PAD_ID] * (q - 1) + ids[q:], block_size)
 

@@ -32,11 +32,14 @@ def is_device_name(name: str) -> bool:
 
 
 def _parsed(name: str) -> torch.device | None:
+    """The device, if it is one spangpt runs on (torch also reads meta, xpu, ... as devices)."""
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         return None
-    return None if device.index is not None and device.index < 0 else device
+    if device.type not in ("cpu", "cuda", "mps") or device.index is not None and device.index < 0:
+        return None
+    return device
 
 
 def _available(device: torch.device, name: str) -> torch.device:

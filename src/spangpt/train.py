@@ -167,7 +167,8 @@ def lr_multiplier(tokens: int, cfg: TrainConfig, total_tokens: int) -> float:
         return 1.0
     if tokens < cfg.warmup_tokens:
         return tokens / max(1, cfg.warmup_tokens)
-    final = cfg.final_tokens if cfg.schedule == "paper" else total_tokens
+    # "paper" without final_tokens (recipes must set it; a bare TrainConfig() has none) decays over the run
+    final = (cfg.final_tokens or total_tokens) if cfg.schedule == "paper" else total_tokens
     progress = (tokens - cfg.warmup_tokens) / max(1, final - cfg.warmup_tokens)
     if cfg.schedule == "linear":
         return max(0.0, 1.0 - progress)
@@ -508,6 +509,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             if last:
                 break
     finally:
+        stream.close()  # a run stopped early: shut the batch workers down now, not when the traceback is freed
         stops.restore()
         shown.close()
         if steps.compiled:
