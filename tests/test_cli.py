@@ -226,6 +226,11 @@ def test_an_unknown_option_shows_the_commands_usage_not_the_top_levels(capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("usage: spangpt pretrain ")
     assert err.splitlines()[-1] == "spangpt pretrain: error: unrecognized arguments: --recipie demo"
+    with pytest.raises(SystemExit) as e:
+        main(["data", "synth", "--out", "o", "--bogus"])  # a sub-command's sub-command: its own usage too
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("usage: spangpt data synth ")
+    assert err.splitlines()[-1] == "spangpt data synth: error: unrecognized arguments: --bogus"
 
 
 def test_ask_rows_stay_one_line_whatever_a_model_answers():

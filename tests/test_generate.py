@@ -45,8 +45,8 @@ def test_prompts_near_the_block_end_get_the_steps_plain_decoding_gives_them(vari
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=20, block_size=32, n_layer=1, n_head=2, n_embd=16, variant=variant)).eval()
     g = torch.Generator().manual_seed(1)
-    lengths = (5, 30, 23, 30, 22, 31)
+    lengths = (5, 30, 23, 30, 22, 31, 32, 40)  # 32 and 40 fill the block: nothing to decode
     prompts = [torch.randint(1, 20, (n,), generator=g).tolist() for n in lengths]
     got = greedy_batched(model, prompts, max_new=10, stop_id=0)
-    assert [len(x) for x in got] == [min(10, 32 - n) for n in lengths]  # token 0 (the stop) never came
+    assert [len(x) for x in got] == [max(0, min(10, 32 - n)) for n in lengths]  # token 0 (the stop) never came
     assert got == [greedy_plain(model, p, max_new=10) for p in prompts]

@@ -151,6 +151,16 @@ def test_attention_matches_the_original_computation(variant, attention, layout):
         torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-6)
 
 
+def test_the_reference_attention_refuses_a_kv_cache():
+    """It would attend to the new token only, silently: decoding with a cache needs math or sdpa."""
+    from spangpt.generate import greedy_batched
+
+    m = GPT(ModelConfig(**SMALL)).eval()
+    m.set_attention("reference")
+    with pytest.raises(ValueError, match="the reference attention has no KV cache"):
+        greedy_batched(m, [[2, 3, 4]], max_new=2)
+
+
 @pytest.mark.parametrize("variant", ["vanilla", "rope"])
 @pytest.mark.parametrize("attention", ["math", "sdpa"])
 def test_packed_equals_padded(variant, attention):

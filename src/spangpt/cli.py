@@ -369,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="get data: a synthetic corpus, or the original files")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="{synth,download}")
+    p.commands = dsub.choices
     d = dsub.add_parser("synth", help="write a deterministic synthetic corpus in the original formats")
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--people", type=int, default=600)
@@ -430,7 +431,10 @@ def main(argv=None) -> int:
         if getattr(args, "fn", None) is cmd_ask and not any(a.startswith("-") for a in extra):
             args.items += extra  # `ask CKPT --top-k 2 QUESTION`: the question after an option
         else:  # the command's own usage line, not the top level's
-            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+            command = parser.commands[args.command]
+            if getattr(args, "data_command", None):  # `data synth`, `data download`: their own usage
+                command = command.commands[args.data_command]
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
     from spangpt import distributed
 
     try:

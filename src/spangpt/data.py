@@ -242,9 +242,6 @@ class Batch:
         # .long(): a batch from a worker travels as int32 (spangpt.loader); made int64 after the copy
         return self._map(lambda t: t.to(device, non_blocking=True).long())
 
-    def pin_memory(self) -> Batch:  # called by DataLoader(pin_memory=True): page-locked copies go to a GPU faster
-        return self._map(lambda t: t.pin_memory())
-
     @property
     def n_targets(self) -> int:
         return int((self.y != PAD_ID).sum())

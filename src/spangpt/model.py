@@ -147,6 +147,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, mask, rope=None, cache=None, layer=0):
         if self.impl == "reference":
+            if cache is not None:
+                raise ValueError("the reference attention has no KV cache: decode it one token at a time")
             return self._reference(x, mask, rope)
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)

@@ -89,7 +89,7 @@ class TrainConfig:
     compile_mode: str = option("auto", "torch.compile mode (auto: reduce-overhead on CUDA, each batch shape one "
                                "CUDA graph; default elsewhere)", choices=("default", "reduce-overhead",
                                                                           "max-autotune"), run_only=True)
-    row_multiple: int | None = option(None, "pad each packed batch with empty rows to a multiple of N rows: "
+    row_multiple: int | None = option(None, "pad each batch with empty rows to a multiple of N rows: "
                                       "static shapes, the same loss and gradients (default: 32 when compiled on "
                                       "CUDA, else 0 = off)", run_only=True, metavar="N")
     log_interval: int = option(20, "steps between loss syncs and metrics lines (and loss health checks)",
