@@ -467,11 +467,11 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
     res = TrainResult(fingerprint=st.run)
     seconds_before = st.seconds
     step_fn = distributed.wrap(step_fn, device)  # after loading: DDP starts from identical weights
-    steps = _Steps(model, optimizer, ctx, cfg, step_fn, world, auto_compile, desc)
+    stepper = _Steps(model, optimizer, ctx, cfg, step_fn, world, auto_compile, desc)
     shown = TrainLog(desc, total_steps, st.step, show=cfg.progress and main, tensorboard=tensorboard if main else None,
                      metrics=metrics_path if main else None)
-    make = functools.partial(_epochs, draw_examples, first, rng, epoch0_rng, cfg, block, st.epoch, st.batch, rank,
-                             world)
+    make = functools.partial(_epochs, draw_examples, first, rng, epoch0_rng, cfg, block, start_epoch=st.epoch,
+                             skip=st.batch, rank=rank, world=world)
     stream = loader.stream(make, cfg.workers, cfg.seed, device.type == "cuda")
     stops = state.StopRequests(enabled=state_path is not None)
     t0 = time.perf_counter()
@@ -484,7 +484,7 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
             lr = cfg.lr * lr_multiplier(st.tokens, cfg, total_tokens)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            loss = steps(batch.to(device), stats)
+            loss = stepper(batch.to(device), stats)
             st.step += 1
             st.real_tokens += stats.real
             window.add(loss, stats.real, flops_per_len * stats.sum_len + flops_per_sq * stats.sum_len_sq)
@@ -512,12 +512,12 @@ def train(model: GPT, draw_examples, cfg: TrainConfig, metrics_path=None, desc: 
         stream.close()  # a run stopped early: shut the batch workers down now, not when the traceback is freed
         stops.restore()
         shown.close()
-        if steps.compiled:
+        if stepper.compiled:
             torch._dynamo.reset()  # the compiled code and its CUDA graphs' memory, not needed after training
     res.steps, res.tokens, res.real_tokens, res.final_loss = st.step, st.tokens, st.real_tokens, st.final_loss
     res.path = {"device": str(device), "precision": "bf16" if use_bf16(cfg.precision, device) else "fp32",
-                "compile": steps.compiled, "compile_mode": cfg.compile_mode,
-                "row_multiple": cfg.row_multiple, "workers": cfg.workers, "compile_failed": steps.fell_back}
+                "compile": stepper.compiled, "compile_mode": cfg.compile_mode,
+                "row_multiple": cfg.row_multiple, "workers": cfg.workers, "compile_failed": stepper.fell_back}
     res.seconds = seconds_before + time.perf_counter() - t0
     model.eval()
     return res
