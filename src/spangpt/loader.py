@@ -62,9 +62,14 @@ def stream(make, n_workers: int, seed: int, pin_memory: bool):
     return _prepared(make, n_workers, seed, pin_memory) if n_workers else make()
 
 
+def _unchanged(item):
+    """The loader's collate_fn: its default would walk every item and make every tuple a list (the RNG states too)."""
+    return item
+
+
 def _prepared(make, n_workers: int, seed: int, pin_memory: bool):
     loader = torch.utils.data.DataLoader(_Stream(make), batch_size=None, num_workers=n_workers, prefetch_factor=4,
-                                         pin_memory=pin_memory,
+                                         pin_memory=pin_memory, collate_fn=_unchanged,
                                          # its own generator, so dropout's global RNG stream stays as without it
                                          generator=torch.Generator().manual_seed(seed))
     for item in loader:

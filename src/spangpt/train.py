@@ -565,8 +565,6 @@ def _save(state_path, st: state.TrainState, window: MetricsWindow, model, optimi
     st.window = window.to_dict()  # a collective under torchrun
     if not main:
         return st.step, state_path
-    version, internal, gauss = st.rng  # a DataLoader worker hands tuples over as lists
-    st.rng = (version, tuple(internal), gauss)
     st.torch_rng = torch.get_rng_state()
     st.cuda_rng = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
     st.model, st.optimizer = model.state_dict(), optimizer.state_dict()
