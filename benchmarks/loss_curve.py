@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="checkpoint prefix: writes OUT.pretrain.safetensors and its metrics")
     ap.add_argument("--variant", default="vanilla", choices=("vanilla", "rope"))
     ap.add_argument("--epochs", type=int, default=30, help="epochs of the 650-epoch schedule to run")
+    ap.add_argument("--recipe", default="paper", help="paper (default) or a recipe built on it (batch 128), e.g. "
+                    "benchmarks/recipes/paper-spangpt-draws.toml")
     ap.add_argument("--metrics", type=Path, help="only print the table for this metrics file")
     args, extra = ap.parse_known_args(argv)
     if args.metrics is None:
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
         per_epoch = math.ceil(len(load_corpus(args.data / "wiki.txt")) / 128)  # paper batch size 128
         ckpt = Path(f"{args.out}.pretrain.safetensors")
         ckpt.parent.mkdir(parents=True, exist_ok=True)
-        rc = cli.main(["pretrain", "--recipe", "paper", "--variant", args.variant, "--data", str(args.data),
+        rc = cli.main(["pretrain", "--recipe", args.recipe, "--variant", args.variant, "--data", str(args.data),
                        "--out", str(ckpt), "--max-steps", str(args.epochs * per_epoch),
                        "--log-interval", str(per_epoch), *extra])
         if rc:
