@@ -28,7 +28,7 @@ people times epochs, and the answers need epochs more than people. At 250 people
 same model, the same minute of pretraining (90-100 epochs) answered 0-10 of 42 (with or without `focus`),
 and 300 epochs with half the examples entity-centred 32 (3 minutes). Other corpus seeds agree: 36 of 42
 for corpus seeds 1 and 2 (training seed 0). The demo's own size (500 people, 128 dims, the `demo` recipe;
-docs/recipes.md, "The demo, three seeds") answers 62-67 of 85 dev people in about 11 minutes.
+docs/recipes.md, "The demo, three seeds") answers 62-67 of 85 dev people, its RoPE pretraining 11-22 minutes.
 """
 from pathlib import Path
 
