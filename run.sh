@@ -18,7 +18,8 @@ RECIPE=${RECIPE:-paper}
 SPANGPT=.venv/bin/spangpt
 
 setup() {
-  # torch==2.13.0 is the CPU build on this machine's disk; the package itself accepts a range.
+  # torch pinned for a reproducible setup (the package itself accepts a range); for the CPU build on Linux,
+  # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu ./run.sh setup
   if [ ! -x "$SPANGPT" ] || [ pyproject.toml -nt .venv/.installed ]; then
     "$PYTHON" -m venv .venv
     .venv/bin/pip install -q --upgrade pip
