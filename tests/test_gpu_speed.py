@@ -26,3 +26,19 @@ def test_gpu_speed_runs_end_to_end_and_the_fast_path_keeps_the_loss(synth_dir, t
     assert "reproduce --recipe" in r.stdout and "| RoPE |" in r.stdout
     assert "CUDA resume check: skipped (no CUDA device)" in r.stdout
     assert re.search(r"^\| vanilla/seed0 \| \d+ \| \d+ \|", r.stdout, re.M), r.stdout  # the error table's row
+
+
+def test_gpu_reproduce_passes_its_options_to_reproduce(tmp_path):
+    """OPTS reaches `spangpt reproduce` word by word (the eager step the docs' H200 rows timed)."""
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path / 'argv'}\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "RECIPE": "best", "JOBS": "3",
+           "OPTS": "--compile false --row-multiple 0 --workers 1"}
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_reproduce.sh"), "DATA", str(tmp_path / "out"), "0"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    argv = (tmp_path / "argv").read_text().split("\n")[:-1]
+    assert argv == ["-m", "spangpt", "reproduce", "--data", "DATA", "--out", str(tmp_path / "out"), "--recipe",
+                    "best", "--jobs", "3", "--seeds", "0", "--compile", "false", "--row-multiple", "0",
+                    "--workers", "1"]
