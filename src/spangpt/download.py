@@ -65,7 +65,7 @@ def download(out_dir, base_url: str = BASE_URL, timeout: float = 30.0,
         elif sha256(path) != want:
             if not overwrite:
                 raise UserError(f"{path}: exists with a different checksum than the original "
-                                "data; not overwriting it (move it away or pass overwrite)")
+                                "data; not overwriting it (move it away or pass --force)")
             todo.append(name)
     out.mkdir(parents=True, exist_ok=True)
     for name in todo:
