@@ -32,7 +32,7 @@ EXTRA_KEYS = {"decay_epochs": STAGES, "zero_positions": STAGES,
 NOT_IN_RECIPE = {"variant": "--variant", "vocab_size": "the corpus"}  # ModelConfig fields set elsewhere
 
 
-# Former built-in names: each now a file under benchmarks/recipes/ (its measurements kept reproducible there)
+# Recipe names that are files under benchmarks/recipes/, not built in: the error names the built-in to use instead
 RENAMED = {"fast-30min": "fast", "fast-30min-focus": "fast", "fast-90min": "best", "fast-90min-focus50-linear": "best"}
 
 

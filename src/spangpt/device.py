@@ -92,10 +92,10 @@ def autocast_context(device: torch.device, bf16: bool):
 # arithmetic (~12 ms eager on an H200 for ~1 ms of math), so replay each step as one CUDA graph.
 # Rows padded to a multiple of 32: the recipes' packed batches (21-30 rows for `best`'s 64 examples, 47-59 for
 # `paper`'s 128) then take one shape, so one compilation and one graph. At a multiple of 8 they took two or three,
-# and the second shape recompiles the model with dynamic shapes (64 s more on a CPU here); the padded rows cost
+# and the second shape recompiles the model with dynamic shapes (64 s more on a 2-core AVX2 CPU); the padded rows cost
 # arithmetic, which a launch-bound step has to spare.
 CUDA_ROW_MULTIPLE = 32
-# Compiling takes about a minute (50 s for a small model's forward and backward on a CPU here) and could save
+# Compiling takes about a minute (50 s for a small model's forward and backward on a 2-core AVX2 CPU) and could save
 # ~10 ms a step: worth it for the recipes' pretrainings (14,950 and 31,200 steps), not for their fine-tunings
 # (a few hundred steps, seconds eager).
 COMPILE_MIN_STEPS = 5000
