@@ -1,6 +1,7 @@
 """Where a training step's time goes on this machine, and how near the matmuls run to the CPU's peak.
 
     python benchmarks/step_profile.py DATA [--recipe best] [--variant vanilla] [--steps 5] [--threads N]
+                                           [--precision auto|fp32|bf16]
 
 Builds a recipe's model and optimizer, draws one epoch of its pretraining examples as `spangpt pretrain`
 does, and runs whole training steps (`train.train_step`: forward, backward, clipping, AdamW) on its packed
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
     p.add_argument("--variant", default="vanilla", choices=("vanilla", "rope"))
     p.add_argument("--steps", type=int, default=5, help="steps timed, then as many profiled (default 5)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="default: the recipe's (auto: bf16 only "
+                   "on a CPU with native bf16)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -60,7 +63,8 @@ def main(argv=None) -> int:
     mix_qa, how = data_options(rec, args.variant)
     docs, vocab = load_wiki(args.data / "wiki.txt")
     mcfg = model_config(rec, len(vocab), args.variant, {})
-    tcfg = train_config(rec, "pretrain", {}, documents=len(docs), block_size=mcfg.block_size, variant=args.variant)
+    asked = {"precision": args.precision} if args.precision else {}
+    tcfg = train_config(rec, "pretrain", asked, documents=len(docs), block_size=mcfg.block_size, variant=args.variant)
     block = mcfg.block_size
     qa = qa_examples(args.data / TRAIN_QA, vocab, block) if mix_qa else []
     rng = random.Random(0)
