@@ -210,6 +210,17 @@ def test_a_recipes_own_time_budget_stops_reproduce_with_exit_75(table, synth_dir
     assert err.startswith("spangpt: --max-minutes 1e-06 used up at step 1; state saved to ")
 
 
+def test_a_bad_value_one_variant_reads_stops_the_table_before_any_run(table, synth_dir, tmp_path):
+    """[pretrain] epochs = -1 is read by RoPE only (vanilla has its own): an error before the control and
+    vanilla train, not after them."""
+    _, recipe, _ = table
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'base = "{recipe}"\n[pretrain]\nepochs = -1\n[pretrain.vanilla]\nepochs = 1\n')
+    with pytest.raises(UserError, match=r"bad\.toml \[pretrain\]: epochs must be a whole number >= 1, got -1"):
+        rp.reproduce(synth_dir, tmp_path / "out", recipe=str(bad), seeds=(0,), train_overrides=FAST)
+    assert not list((tmp_path / "out").rglob("*.safetensors"))  # nothing trained
+
+
 def test_jobs_train_side_by_side_to_the_same_results(table, synth_dir, tmp_path):
     """--jobs 2: the same runs in two worker processes give the table's weights and predictions, in its order."""
     from safetensors.torch import load_file

@@ -622,8 +622,8 @@ def test_workers_of_a_killed_reproduce_save_and_stop_instead_of_training_on(tmp_
     for run in runs:
         assert state.load(Path(f"{run}.state.pt")).step >= 2
         name = f"{run.parents[1].name} seed 0"
-        assert re.search(rf"spangpt: {name}: interrupted by SIGTERM at step \d+; state saved to .*"
-                         r"\(the parent process had died\)", err), err
+        assert re.search(rf"spangpt: {name}: interrupted by SIGTERM at step \d+; state saved to \S+; run the "
+                         r"same command again to continue \(the parent process had died\)", err), err
 
 
 def test_a_state_lacking_a_setting_or_the_init_hash_is_another_runs():

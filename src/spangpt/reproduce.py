@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spangpt import checkpoint, report, runner, stages
-from spangpt.config import load_recipe, model_config, stage_table
+from spangpt.config import data_options, load_recipe, model_config, stage_table, train_config
 from spangpt.data import load_wiki, numbered_questions
 from spangpt.errors import UserError
 from spangpt.evaluate import answer_loss, london_baseline, prompts_for
@@ -207,6 +207,21 @@ def _check_pairs(data: Path, recipe: str) -> list[str]:
     return [a for _, _, a in numbered]
 
 
+def _check_settings(data: Path, recipe: str, variants, overrides: dict) -> None:
+    """Every stage's settings for every variant the table trains, resolved as the stages will resolve them:
+    a bad value read by one variant only (a [pretrain.rope] table, say) must stop the table before any run
+    trains, not after the others have (and then, fixed, make their finished runs another recipe's)."""
+    rec = load_recipe(recipe)
+    docs, vocab = load_wiki(data / stages.WIKI)
+    for variant in dict.fromkeys(("vanilla", *variants)):  # the no-pretraining control is a vanilla model
+        block = model_config(rec, len(vocab), variant, {}).block_size
+        data_options(rec, variant)
+        train_config(rec, "pretrain", overrides, documents=len(docs), block_size=block, variant=variant)
+        for scratch in (False, True):
+            train_config(rec, "finetune", overrides, documents=len(docs), block_size=block, variant=variant,
+                         from_scratch=scratch)
+
+
 def _stage_options(run_options: dict | None) -> dict:
     """run_options for a stage about to start: the table's deadline (reproduce --max-minutes) becomes the
     minutes left, at least a moment (0 would mean no limit): a stage that starts late takes one step, saves
@@ -236,6 +251,7 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     answers = _check_pairs(data, recipe)
+    _check_settings(data, recipe, variants, train_overrides or {})
     c, n = london_baseline(answers)
     trained = {k: v for k, v in (train_overrides or {}).items() if k not in RUN_ONLY}  # e.g. max_steps
     results = {"recipe": recipe, "data": str(Path(data).resolve()), "seeds": list(seeds), "overrides": trained,

@@ -95,6 +95,8 @@ def _run_queued(fn, item):
         _stopped = True
         if not multiprocessing.parent_process().is_alive():  # orphaned (the parent was killed): nobody waits for a result, and the
             # pool's queues never close while the other workers hold them, so leave now; the state is saved
+            if isinstance(e, Stopped):
+                e.hint = "run the same command again to continue"  # a table always resumes its runs
             with contextlib.suppress(OSError):
                 print(f"spangpt: {item}: {str(e) or 'interrupted'} (the parent process had died)",
                       file=sys.stderr, flush=True)
