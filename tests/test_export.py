@@ -206,6 +206,20 @@ def test_unknown_variant_or_damaged_checkpoint_one_line_and_exit_2(exported, tmp
     assert main(["export", str(ckpt), "--out", str(tmp_path / "busy")]) == 2
     assert "other files" in _one_line_error(capsys)
     assert not (tmp_path / "a").exists() and not (tmp_path / "d").exists()
+    # a project's folder with its own config.json and README is not an earlier export: left as it was
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text('{"mine": 1}')
+    (project / "README.md").write_text("# my project\n")
+    assert main(["export", str(ckpt), "--out", str(project)]) == 2
+    assert "other files" in _one_line_error(capsys)
+    assert (project / "README.md").read_text() == "# my project\n" and len(list(project.iterdir())) == 2
+
+
+def test_an_earlier_export_is_replaced(exported, capsys):
+    ckpt, folder = exported["rope"]
+    assert main(["export", str(ckpt), "--out", str(folder)]) == 0
+    assert "wrote" in capsys.readouterr().out
 
 
 def test_a_variant_or_layout_without_a_mapping_is_refused(exported):

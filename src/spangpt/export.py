@@ -62,8 +62,18 @@ def _check_out(out: Path) -> None:
     """A new or empty folder, or an earlier export (its files are replaced); never a file or someone's folder."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: is a file; --out takes a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+    if out.is_dir() and any(out.iterdir()) and not _earlier_export(out):
         raise UserError(f"{out}: is a folder with other files in it; export into a new or empty folder")
+
+
+def _earlier_export(out: Path) -> bool:
+    """A folder spangpt exported into: its config.json beside a model card that spangpt wrote (a folder that
+    merely holds a config.json, a project's say, is not one: its README would be replaced)."""
+    card = out / "README.md"
+    try:
+        return (out / "config.json").is_file() and "\n# spangpt " in card.read_text(encoding="utf-8")[:400]
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 # ----------------------------------------------------------------------------- what maps
