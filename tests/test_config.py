@@ -385,6 +385,24 @@ def test_a_recipe_may_start_from_a_base_and_change_a_few_values(tmp_path):
     assert more["pretrain"] == mine["pretrain"] and more["model"] == {**best["model"], "dropout": 0.1}
 
 
+def test_a_value_set_on_a_stage_reaches_every_variant_of_the_base(tmp_path):
+    """demo's [pretrain.vanilla] says 250 epochs: a file built on demo that sets [pretrain] epochs = 3 means 3
+    for vanilla too (the base's sub-table must not hide it), and keeps the sub-table's other values; a
+    sub-table the file sets itself still wins for its variant."""
+    short = tmp_path / "short.toml"
+    short.write_text('base = "demo"\n[pretrain]\nepochs = 3\n')
+    r = load_recipe(str(short))
+    demo = load_recipe("demo")
+    assert demo["pretrain"]["vanilla"]["epochs"] != 3  # the value the sub-table would have hidden it with
+    got = {v: train_config(r, "pretrain", {}, documents=10, block_size=128, variant=v) for v in ("vanilla", "rope")}
+    assert (got["vanilla"].epochs, got["rope"].epochs) == (3, 3)
+    assert got["vanilla"].weight_decay == demo["pretrain"]["vanilla"]["weight_decay"] != got["rope"].weight_decay
+    short.write_text('base = "demo"\n[pretrain]\nepochs = 3\n[pretrain.vanilla]\nepochs = 5\n')
+    r = load_recipe(str(short))
+    assert [train_config(r, "pretrain", {}, documents=10, block_size=128, variant=v).epochs
+            for v in ("vanilla", "rope")] == [5, 3]
+
+
 @pytest.mark.parametrize("files, message", [
     ({"a.toml": 'base = "b.toml"\n', "b.toml": 'base = "a.toml"\n'}, r"base recipes go round in a circle: a.toml -> b.toml -> a.toml"),
     ({"a.toml": "base = 3\n"}, r"a\.toml: base must be a recipe name or a \.toml path, got 3"),

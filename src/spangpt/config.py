@@ -57,10 +57,25 @@ def load_recipe(name_or_path: str, _chain: tuple = ()) -> dict:
         if not isinstance(base, str) or not base:
             raise UserError(f"{path}: base must be a recipe name or a .toml path, got {base!r}")
         parent = load_recipe(base if not Path(base).suffix else str(path.parent / base), (*_chain, path.resolve()))
-        recipe = _merged({k: v for k, v in parent.items() if k not in ("name", "path")}, recipe)
+        recipe = _merged(_unshadowed({k: v for k, v in parent.items() if k not in ("name", "path")}, recipe), recipe)
     _check_tables(path, recipe)
     recipe["name"], recipe["path"] = path.stem, str(path)
     return recipe
+
+
+def _unshadowed(base: dict, mine: dict) -> dict:
+    """base less the variant values that would hide mine: a value this file sets in a stage table replaces
+    the base's value of that key in the stage's variant sub-tables too (`base = "demo"` with `[pretrain]
+    epochs = 3` means 3 epochs for vanilla as well, though demo's [pretrain.vanilla] says 250), unless the file
+    sets that sub-table's key itself."""
+    out = dict(base)
+    for stage in STAGES:
+        set_here = {k for k, v in mine.get(stage, {}).items() if not isinstance(v, dict)}
+        if not set_here or not isinstance(base.get(stage), dict):
+            continue
+        out[stage] = {k: ({kk: vv for kk, vv in v.items() if kk not in set_here} if isinstance(v, dict) else v)
+                      for k, v in base[stage].items()}
+    return out
 
 
 def _merged(base: dict, mine: dict) -> dict:
