@@ -424,7 +424,7 @@ def test_a_finished_run_leaves_its_model_and_no_state_or_lock_unless_asked_to_ke
     kept = tmp_path / "kept" / "p.safetensors"
     assert _pretrain(synth_dir, kept, "--save-every", "2", "--keep-state") == 0
     assert {p.name for p in kept.parent.iterdir()} == {"p.config.json", "p.metrics.jsonl", "p.safetensors",
-                                                       "p.state.pt", "p.state.prev.pt"}
+                                                       "p.state.pt"}  # the newest only: no .prev beside it
     st = state.load(kept.parent / "p.state.pt")
     assert st.finished and st.step == 6
     assert load_file(str(out)).keys() == load_file(str(kept)).keys()

@@ -155,6 +155,7 @@ def mark_finished(state: Path) -> None:
         st = load(state)
         st.finished = True
         save(state, st.to_dict())
+        paths(state)[1].unlink(missing_ok=True)  # the save moved the unfinished copy there: keep only the newest
 
 
 def remove(state: Path) -> None:
