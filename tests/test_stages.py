@@ -100,10 +100,11 @@ def test_paper_starts_the_position_table_at_zero_and_keeps_the_file_order(monkey
     too (the no-pretraining control), never over the weights of an --init."""
     import torch
 
-    models = []
+    models, descs = [], []
 
     def fake_train(model, draw, cfg, metrics_path=None, desc="", **state_options):
         models.append((model.pos_emb.weight.detach().clone(), cfg.shuffle))
+        descs.append(desc)
         return TrainResult(steps=1)
 
     monkeypatch.setattr(stages, "train", fake_train)
@@ -115,6 +116,8 @@ def test_paper_starts_the_position_table_at_zero_and_keeps_the_file_order(monkey
     assert not paper.any() and not scratch.any() and demo.std() > 0.01
     assert torch.equal(init, demo)  # the pretrained table, as it was
     assert (paper_shuffle, scratch_shuffle, demo_shuffle) == (False, False, True)
+    # progress lines tell the control from a fine-tuning of a pretrained model (reproduce runs them side by side)
+    assert descs[2:] == ["finetune vanilla from scratch", "finetune vanilla"]
 
 
 def test_recipe_focus_reaches_the_examples(monkeypatch, tmp_path, synth_dir):

@@ -142,7 +142,8 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
         model.use_fast_dropout(wants_fast_dropout(tcfg))  # the run's dropout, on the pretrained weights
     else:  # the recipe's initial positions
         model = _init_positions(GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg)), run["zero_positions"])
-    return _fit(out, model, vocab, lambda rng: examples, tcfg, run, f"finetune {variant}", resume, quiet, keep_state,
+    desc = f"finetune {variant}" + (" from scratch" if init is None else "")  # the no-pretraining control's lines
+    return _fit(out, model, vocab, lambda rng: examples, tcfg, run, desc, resume, quiet, keep_state,
                 tensorboard)
 
 
