@@ -355,3 +355,15 @@ def test_layouts_take_tuples_and_an_empty_batch():
     assert b.x.shape == b.pos.shape == (0, 16)
     for layout in (pack_batch, pad_batch):
         assert layout([((3, 4, 5), (4, 5, 0))], 16).x[0, :4].tolist() == [3, 4, 5, 0]
+
+
+def test_a_corpus_with_windows_line_ends_reads_as_the_same_corpus(tmp_path):
+    from spangpt.data import load_corpus, load_wiki
+
+    lines = ["Ada Lee. Ada Lee was born in Paris.", "Bo Chan. Bo Chan is a poet."]
+    unix, dos = tmp_path / "unix.txt", tmp_path / "dos.txt"
+    unix.write_bytes(("\n".join(lines) + "\n").encode())
+    dos.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    (docs_u, vocab_u), (docs_d, vocab_d) = load_wiki(unix), load_wiki(dos)
+    assert docs_d == docs_u == load_corpus(dos) and "\r" not in vocab_d.stoi
+    assert vocab_d.chars == vocab_u.chars

@@ -44,13 +44,19 @@ def corpus_docs(text: str, source: str = "<text>") -> list[str]:
 
 
 def load_corpus(path) -> list[str]:
-    return corpus_docs(read_text(path), str(path))
+    return corpus_docs(_corpus_text(path), str(path))
 
 
 def load_wiki(path) -> tuple[list[str], Vocab]:
     """The pretraining corpus and the vocabulary built from it, reading the file once."""
-    text = read_text(path)
+    text = _corpus_text(path)
     return corpus_docs(text, str(path)), Vocab.from_text(text, str(path))
+
+
+def _corpus_text(path) -> str:
+    """The corpus file's text, Windows line ends read as "\n" (as the question files' are): a \r would
+    otherwise end every line and become a character of the vocabulary."""
+    return read_text(path).replace("\r\n", "\n")
 
 
 def load_questions(path, need_answers: bool = True) -> list[tuple[str, str | None]]:
