@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("predict", False, "predict birthplaces for a questions file")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("ckpt", type=Path, help="checkpoint (.safetensors)")
-        p.add_argument("--input", type=Path, required=True)
+        p.add_argument("--input", type=Path, required=True,
+                       help="question<TAB>answer lines" if need else "questions, one per line (answers, if any, ignored)")
         p.add_argument("--out", type=Path, required=True, help="predictions, one per line")
         p.add_argument("--device", default="auto")
         p.set_defaults(fn=lambda a, need=need: cmd_evaluate(a, need))
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_explore)
 
     p = sub.add_parser("baseline", help="score 'always London' on a question<TAB>answer file")
-    p.add_argument("--input", type=Path, required=True)
+    p.add_argument("--input", type=Path, required=True, help="question<TAB>answer lines")
     p.set_defaults(fn=cmd_baseline)
 
     p = sub.add_parser("data", help="get data: a synthetic corpus, or the original files")
@@ -386,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_download)
 
     p = sub.add_parser("reproduce", help="the results table: no pretraining, vanilla, RoPE, London")
-    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="folder with wiki.txt, birth_places_train.tsv, "
+                   "birth_dev.tsv (and birth_test_inputs.tsv: test predictions)")
     p.add_argument("--out", type=Path, required=True, help="folder for checkpoints, predictions and the report")
     p.add_argument("--recipe", default="paper",
                    help=f"built-in recipe name ({', '.join(builtin_recipes())}) or a .toml path")
