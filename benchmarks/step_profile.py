@@ -30,7 +30,6 @@ from spangpt.errors import run_script
 from spangpt.model import GPT
 from spangpt.stages import TRAIN_QA, qa_examples
 from spangpt.train import make_optimizer, train_step
-from spangpt.vocab import PAD_ID
 
 
 def large_matmul_rate(bf16: bool, n: int = 2048, repeats: int = 5) -> float:
@@ -87,7 +86,7 @@ def main(argv=None) -> int:
     for b in timed:
         train_step(model, optimizer, b, ctx, tcfg.grad_clip)
     seconds = (time.perf_counter() - t0) / len(timed)
-    real = sum(int((b.y != PAD_ID).sum()) for b in timed) / len(timed)
+    real = sum(b.n_targets for b in timed) / len(timed)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for b in profiled:
             train_step(model, optimizer, b, ctx, tcfg.grad_clip)

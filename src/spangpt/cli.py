@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from spangpt.config import builtin_recipes
-from spangpt.errors import Stopped, UserError
+from spangpt.errors import RERUN, Stopped, UserError
 from spangpt.model import VARIANTS, ModelConfig
 from spangpt.train import TrainConfig
 
@@ -177,7 +177,7 @@ def cmd_reproduce(args) -> None:
 
         if e.exit_code == EXIT_BUDGET and args.max_minutes:  # the stage saw only the minutes left of the table's
             e.why = f"--max-minutes {args.max_minutes:g} used up"  # budget (a recipe's own max_minutes: the stage's)
-        e.hint = "run the same command again to continue"  # reproduce always resumes
+        e.hint = RERUN  # reproduce always resumes
         raise
 
 
@@ -274,7 +274,7 @@ def cmd_demo(args) -> None:
     try:
         demo(args.out, people=args.people, seeds=args.seeds, jobs=args.jobs)
     except Stopped as e:
-        e.hint = "run the same command again to continue"  # the demo resumes as reproduce does
+        e.hint = RERUN  # the demo resumes as reproduce does
         raise
 
 

@@ -26,10 +26,12 @@ from spangpt.vocab import MASK, PAD, PAD_ID, Vocab
 
 
 def read_text(path) -> str:
+    """A UTF-8 text file, Windows line ends read as "\n" (a \r would end every line: in the corpus, a
+    character of the vocabulary)."""
     path = Path(path)
     raw = read_bytes(path)
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").replace("\r\n", "\n")
     except UnicodeDecodeError as e:
         lineno = raw[: e.start].count(b"\n") + 1
         raise UserError(f"{where(path, lineno)}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
@@ -44,19 +46,13 @@ def corpus_docs(text: str, source: str = "<text>") -> list[str]:
 
 
 def load_corpus(path) -> list[str]:
-    return corpus_docs(_corpus_text(path), str(path))
+    return corpus_docs(read_text(path), str(path))
 
 
 def load_wiki(path) -> tuple[list[str], Vocab]:
     """The pretraining corpus and the vocabulary built from it, reading the file once."""
-    text = _corpus_text(path)
+    text = read_text(path)
     return corpus_docs(text, str(path)), Vocab.from_text(text, str(path))
-
-
-def _corpus_text(path) -> str:
-    """The corpus file's text, Windows line ends read as "\n" (as the question files' are): a \r would
-    otherwise end every line and become a character of the vocabulary."""
-    return read_text(path).replace("\r\n", "\n")
 
 
 def load_questions(path, need_answers: bool = True) -> list[tuple[str, str | None]]:
@@ -70,7 +66,7 @@ def numbered_questions(path, need_answers: bool = True) -> list[tuple[int, str, 
     # Lines end at "\n" only, as in the corpus and in the line numbers of every error: str.splitlines would
     # also split at U+2028, \x0c, ... inside a question, and the predictions would no longer line up with it.
     for lineno, line in enumerate(read_text(path).split("\n"), 1):
-        line = line.removesuffix("\r")  # a file saved with Windows line ends
+        line = line.removesuffix("\r")  # Windows line ends: read_text turned "\r\n" into "\n"; a last lone \r
         if not line.strip():
             continue
         q, tab, a = line.partition("\t")

@@ -38,6 +38,9 @@ def run_script(main) -> None:
     sys.exit(rc or 0)
 
 
+RERUN = "run the same command again to continue"  # the hint of commands that always resume (reproduce, demo)
+
+
 class Stopped(Exception):
     """Training stopped early on request (a signal, or --max-minutes used up) after saving its state.
 

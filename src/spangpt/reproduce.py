@@ -191,13 +191,20 @@ def _log_accuracy(spec: RunSpec, stage: str, accuracy: float, step: int) -> None
         log_scalar(_tb(tensorboard, spec.where, spec.out, stage), "dev/exact_match", accuracy, step)
 
 
-def _check_pairs(data: Path, recipe: str) -> list[str]:
+def _check_inputs(data: Path, recipe: str, variants, overrides: dict) -> list[str]:
+    """The dev answers, once the table's settings and files are known to be good: a bad line or value must
+    stop the table before hours of pretraining, not after (the error names the file and line, or the table)."""
+    rec = load_recipe(recipe)
+    docs, vocab = load_wiki(data / stages.WIKI)
+    answers = _check_pairs(data, vocab, model_config(rec, len(vocab), "vanilla", {}).block_size)
+    _check_settings(rec, len(docs), len(vocab), variants, overrides)
+    return answers
+
+
+def _check_pairs(data: Path, vocab, block: int) -> list[str]:
     """The dev answers, once every training and dev pair is known to encode with the corpus's vocabulary
     and fit the recipe's block, and every test question too: fine-tuning trains on the first, each run
-    scores its answer loss on the second and predicts the third, and a bad line must stop the table before
-    hours of pretraining, not after (the error names the file and line)."""
-    _, vocab = load_wiki(data / stages.WIKI)
-    block = model_config(load_recipe(recipe), len(vocab), "vanilla", {}).block_size
+    scores its answer loss on the second and predicts the third."""
     stages.qa_examples(data / stages.TRAIN_QA, vocab, block)
     numbered = numbered_questions(data / DEV)
     stages.qa_examples(data / DEV, vocab, block, numbered)
@@ -207,18 +214,16 @@ def _check_pairs(data: Path, recipe: str) -> list[str]:
     return [a for _, _, a in numbered]
 
 
-def _check_settings(data: Path, recipe: str, variants, overrides: dict) -> None:
+def _check_settings(rec: dict, documents: int, vocab_size: int, variants, overrides: dict) -> None:
     """Every stage's settings for every variant the table trains, resolved as the stages will resolve them:
     a bad value read by one variant only (a [pretrain.rope] table, say) must stop the table before any run
     trains, not after the others have (and then, fixed, make their finished runs another recipe's)."""
-    rec = load_recipe(recipe)
-    docs, vocab = load_wiki(data / stages.WIKI)
     for variant in dict.fromkeys(("vanilla", *variants)):  # the no-pretraining control is a vanilla model
-        block = model_config(rec, len(vocab), variant, {}).block_size
+        block = model_config(rec, vocab_size, variant, {}).block_size
         data_options(rec, variant)
-        train_config(rec, "pretrain", overrides, documents=len(docs), block_size=block, variant=variant)
+        train_config(rec, "pretrain", overrides, documents=documents, block_size=block, variant=variant)
         for scratch in (False, True):
-            train_config(rec, "finetune", overrides, documents=len(docs), block_size=block, variant=variant,
+            train_config(rec, "finetune", overrides, documents=documents, block_size=block, variant=variant,
                          from_scratch=scratch)
 
 
@@ -250,8 +255,7 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     run_options = _check_options(run_options, jobs)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    answers = _check_pairs(data, recipe)
-    _check_settings(data, recipe, variants, train_overrides or {})
+    answers = _check_inputs(data, recipe, variants, train_overrides or {})
     c, n = london_baseline(answers)
     trained = {k: v for k, v in (train_overrides or {}).items() if k not in RUN_ONLY}  # e.g. max_steps
     results = {"recipe": recipe, "data": str(Path(data).resolve()), "seeds": list(seeds), "overrides": trained,

@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_EXCEPTION, CancelledError, ProcessPoolExecu
 
 import torch
 
-from spangpt.errors import Stopped
+from spangpt.errors import RERUN, Stopped
 
 _stopped = False  # in a pool worker: set once one of its runs was stopped
 
@@ -96,7 +96,7 @@ def _run_queued(fn, item):
         if not multiprocessing.parent_process().is_alive():  # orphaned (the parent was killed): nobody waits for a result, and the
             # pool's queues never close while the other workers hold them, so leave now; the state is saved
             if isinstance(e, Stopped):
-                e.hint = "run the same command again to continue"  # a table always resumes its runs
+                e.hint = RERUN  # a table always resumes its runs
             with contextlib.suppress(OSError):
                 print(f"spangpt: {item}: {str(e) or 'interrupted'} (the parent process had died)",
                       file=sys.stderr, flush=True)
