@@ -140,7 +140,8 @@ def test_fuzzed_question_files(ckpt, synth_dir, capsys, data):
 
 def _train_on_fuzzed_file(capsys, data, synth_dir, name: str, stem: str, command: list) -> None:
     """Write a fuzzed `name` into a fresh data folder beside precious outputs for `stem`, run the training
-    command (its --data/--out filled in), and check it works or fails cleanly, touching nothing."""
+    command (its --data/--out filled in, with --force: a good file then trains over them), and check it works
+    or fails cleanly, touching nothing."""
     blob = data.draw(text_file(_lines(synth_dir / name), _vocab_chars(synth_dir)), label="file")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -149,7 +150,7 @@ def _train_on_fuzzed_file(capsys, data, synth_dir, name: str, stem: str, command
         keep = [out, d / f"{stem}.config.json", d / f"{stem}.metrics.jsonl"]
         for p in keep:
             p.write_bytes(b"precious")
-        run(capsys, [*command, "--data", d, "--out", out, "--max-steps", "1"], d / name, keep)
+        run(capsys, [*command, "--data", d, "--out", out, "--max-steps", "1", "--force"], d / name, keep)
 
 
 @given(data=st.data())

@@ -339,26 +339,37 @@ def test_max_minutes_stops_with_exit_75_then_resume_finishes(tmp_path, synth_dir
     assert [r["step"] for r in metrics(tmp_path / "p.metrics.jsonl")] == [2, 4, 6]
 
 
-def test_finished_run_is_not_redone_and_a_fresh_start_may_replace_it(tmp_path, synth_dir, capsys):
+def test_finished_run_is_not_redone_and_only_force_trains_it_again(tmp_path, synth_dir, capsys):
     out = tmp_path / "p.safetensors"
     assert _pretrain(synth_dir, out) == 0
-    before = out.read_bytes(), out.stat().st_mtime_ns
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     capsys.readouterr()
     assert _pretrain(synth_dir, out, "--resume", "auto") == 0
     assert f"{out}: finished before (6 steps" in capsys.readouterr().out
-    assert (out.read_bytes(), out.stat().st_mtime_ns) == before
-    assert _pretrain(synth_dir, out) == 0  # no --resume: trains again over the finished run, as before
-    assert out.stat().st_mtime_ns != before[1]
+    assert _pretrain(synth_dir, out) == 2  # no --resume: refused, the model and its metrics untouched
+    assert _one_line(capsys.readouterr().err) == (
+        f"spangpt: error: {out}: a finished checkpoint is here; --resume auto leaves it as it is, --force trains it "
+        "again from scratch, or give another --out")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    assert _pretrain(synth_dir, out, "--force", "--resume", "auto") == 2
+    assert "--force starts over and --resume continues" in _one_line(capsys.readouterr().err)
+    before = out.stat().st_mtime_ns
+    assert _pretrain(synth_dir, out, "--force") == 0
+    assert out.stat().st_mtime_ns != before
+    assert [r["step"] for r in metrics(tmp_path / "p.metrics.jsonl")] == [2, 4, 6]  # the new run's, once
 
 
-def test_fresh_start_over_an_unfinished_run_is_refused(tmp_path, synth_dir, capsys):
+def test_fresh_start_over_an_unfinished_run_is_refused_unless_forced(tmp_path, synth_dir, capsys):
     out = tmp_path / "p.safetensors"
     assert _pretrain(synth_dir, out, "--max-minutes", "0.000001") == 75
     saved = (tmp_path / "p.state.pt").read_bytes()
     capsys.readouterr()
     assert _pretrain(synth_dir, out) == 2
-    assert "an unfinished run is saved here (step 1); add --resume auto" in _one_line(capsys.readouterr().err)
+    assert "an unfinished run is saved here (step 1); add --resume auto to continue it, or --force to start over" \
+        in _one_line(capsys.readouterr().err)
     assert (tmp_path / "p.state.pt").read_bytes() == saved
+    assert _pretrain(synth_dir, out, "--force") == 0
+    assert out.is_file() and not (tmp_path / "p.state.pt").exists() and not (tmp_path / "p.state.prev.pt").exists()
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, synth_dir, capsys):

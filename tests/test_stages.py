@@ -63,7 +63,7 @@ def test_recipe_window_and_salient_mask_reach_the_examples(monkeypatch, tmp_path
 
     salient, n = capitalised_spans(), len(seen["examples"])
     recipe.write_text("[pretrain]\nschedule = 'constant'\n")
-    stages.pretrain(synth_dir, tmp_path / "p.safetensors", "vanilla", str(recipe), quiet=True)
+    stages.pretrain(synth_dir, tmp_path / "p.safetensors", "vanilla", str(recipe), quiet=True, force=True)
     assert salient > capitalised_spans() + 0.4 * n  # names and places, far more often than random spans
     for bad, key in (("salient_mask = 2", "salient_mask"), ("focus = -0.1", "focus"), ("focus = true", "focus"),
                      ("window = 1", "window")):

@@ -50,6 +50,9 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    help="auto: continue from OUT's saved state if there is one (falling back to the previous "
                         "state if the newest is damaged; a finished run is left as it is, or taken on from a kept state "
                         "to a larger --max-steps); PATH: from that state file")
+    r.add_argument("--force", action="store_true",
+                   help="start over even though OUT holds a checkpoint or an unfinished run's state (without it, "
+                        "either is refused)")
     add_options(r, TrainConfig, RESUME_OPTS)
     r.add_argument("--keep-state", action="store_true",
                    help="keep the finished run's state (weights and optimizer, OUT's .state.pt) to continue it later "
@@ -92,12 +95,18 @@ def _overrides(args, names) -> dict:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
+def _run_options(args) -> dict:
+    """pretrain's and finetune's options for how a run starts, resumes and logs."""
+    if args.force and args.resume:
+        raise UserError("--force starts over and --resume continues: give one of them")
+    return {"resume": args.resume, "keep_state": args.keep_state, "tensorboard": args.tensorboard, "force": args.force}
+
+
 def cmd_pretrain(args) -> None:
     from spangpt import stages
 
     info = stages.pretrain(args.data, args.out, args.variant, args.recipe,
-                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), resume=args.resume,
-                           keep_state=args.keep_state, tensorboard=args.tensorboard)
+                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), **_run_options(args))
     r = info["result"]
     if _is_main() and not _finished_before(args, info):
         print(f"saved {args.out}: {r['steps']} steps, final loss {r['final_loss']:.4f}, {r['seconds']}s, "
@@ -108,8 +117,7 @@ def cmd_finetune(args) -> None:
     from spangpt import stages
 
     info = stages.finetune(args.data, args.out, args.variant, args.init, args.recipe,
-                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), resume=args.resume,
-                           keep_state=args.keep_state, tensorboard=args.tensorboard)
+                           _overrides(args, MODEL_OPTS), _overrides(args, TRAIN_OPTS), **_run_options(args))
     r = info["result"]
     if _is_main() and not _finished_before(args, info):
         if r["steps"] == 0:  # [finetune] epochs = 0

@@ -54,7 +54,7 @@ def _start(run: dict, out: Path, quiet: bool) -> None:
 
 def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_overrides=None,
              train_overrides=None, quiet: bool = False, mix_qa: bool | None = None,
-             resume: str | None = None, keep_state: bool = False, tensorboard=None) -> dict:
+             resume: str | None = None, keep_state: bool = False, tensorboard=None, force: bool = False) -> dict:
     """Span-corruption pretraining on DATA/wiki.txt.
 
     mix_qa (default: the recipe's [pretrain] mix_qa, false in `paper`): also train, every epoch, on the
@@ -64,8 +64,9 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
     The recipe's [pretrain] may also set `focus = P`, `corruption = "original"`, `window = true` and
     `salient_mask = P` (data.Corruption).
 
-    resume: None (start over; refused while an unfinished run's state is saved for `out`), "auto"
-    (continue from the saved state if there is one; a finished run is returned as it is), or a state file.
+    resume: None (start over; refused while `out` holds a checkpoint or an unfinished run's state, unless
+    force), "auto" (continue from the saved state if there is one; a finished run is returned as it is), or a
+    state file. force: start over even then (the old states are removed as training starts).
     keep_state: keep the finished run's state (weights, optimizer) beside the checkpoint instead of removing it.
     tensorboard: a folder for TensorBoard event files (loss, lr, tokens/s, parameter RMS per log step).
     """
@@ -98,15 +99,16 @@ def pretrain(data: Path, out: Path, variant: str, recipe: str = "paper", model_o
         def draw(rng: random.Random):  # a fresh random corruption of every document, each epoch
             return [pretrain_example(d, vocab, block, rng, how) for d in docs] + qa
 
-    return _fit(out, model, vocab, draw, tcfg, run, f"pretrain {variant}", resume, quiet, keep_state, tensorboard)
+    return _fit(out, model, vocab, draw, tcfg, run, f"pretrain {variant}", resume, quiet, keep_state, tensorboard,
+                force)
 
 
 def finetune(data: Path, out: Path, variant: str, init: Path | None = None, recipe: str = "paper",
              model_overrides=None, train_overrides=None, quiet: bool = False, resume: str | None = None,
-             keep_state: bool = False, tensorboard=None) -> dict:
+             keep_state: bool = False, tensorboard=None, force: bool = False) -> dict:
     """Fine-tuning on DATA/birth_places_train.tsv, from the pretrained checkpoint `init` or from scratch.
     A recipe may fine-tune for 0 epochs after pretraining ([finetune] epochs = 0): the checkpoint written is
-    then the pretrained model, unchanged. resume, keep_state, tensorboard: as for pretrain."""
+    then the pretrained model, unchanged. resume, keep_state, tensorboard, force: as for pretrain."""
     data, out = Path(data), Path(out)
     qa_path = data / TRAIN_QA
     check_out(out, {"--init checkpoint": init, "corpus": data / WIKI, "training pairs": qa_path})
@@ -144,7 +146,7 @@ def finetune(data: Path, out: Path, variant: str, init: Path | None = None, reci
         model = _init_positions(GPT(mcfg, fast_dropout=wants_fast_dropout(tcfg)), run["zero_positions"])
     desc = f"finetune {variant}" + (" from scratch" if init is None else "")  # the no-pretraining control's lines
     return _fit(out, model, vocab, lambda rng: examples, tcfg, run, desc, resume, quiet, keep_state,
-                tensorboard)
+                tensorboard, force)
 
 
 def _init_positions(model: GPT, zero: bool) -> GPT:
@@ -161,7 +163,7 @@ def qa_examples(path: Path, vocab, block_size: int, numbered=None) -> list:
 
 
 def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str | None, quiet: bool,
-         keep_state: bool = False, tensorboard=None) -> dict:
+         keep_state: bool = False, tensorboard=None, force: bool = False) -> dict:
     """Train under the lock on `out` (from the saved state if resuming), then write the checkpoint and
     remove the state (keep_state: mark it finished instead). Inputs are all read and checked before this,
     so a bad file changes nothing. The checkpoint's info keeps the run's fingerprint (spangpt.state), so a
@@ -177,7 +179,7 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
     with state.lock(out) if main else nullcontext():
         try:
             init = run.get("init_weights")
-            outcome = _resume_point(out, state_path, model, draw, tcfg, resume, init) if main else None
+            outcome = _resume_point(out, state_path, model, draw, tcfg, resume, init, force) if main else None
         except UserError as e:  # every rank reports it and exits 2, rather than the others hanging
             outcome = e
         outcome = distributed.broadcast(outcome)
@@ -205,11 +207,14 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
 
 
 def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | None,
-                  init: str | None = None) -> tuple[state.TrainState | None, dict | None]:
+                  init: str | None = None, force: bool = False) -> tuple[state.TrainState | None, dict | None]:
     """-> (the state to continue from, None: start over; the info of a run that already finished, or None).
     A state is checked against the settings here, before anything says it resumes. A finished run kept with
     --keep-state continues when asked for more steps than it took (a larger --max-steps)."""
     state.clean_temp_files(state_path)
+    if resume is None:
+        _check_fresh_start(out, state_path, force)
+        return None, None
     saved = _saved_state(state_path, resume)
     if saved is None and (resume != "auto" or not out.is_file()):
         return None, None
@@ -242,17 +247,24 @@ def _finished(out: Path, done: int, steps: int, kept: bool, info: dict | None = 
     return {**(info or checkpoint.read_info(out)), "finished_before": True}
 
 
-def _saved_state(state_path: Path, resume: str | None) -> state.TrainState | None:
-    if resume is None:  # a fresh start must not silently throw away an interrupted run
-        try:
-            found = state.load_latest(state_path, warn=False)
-        except UserError:  # nothing but damaged states: nothing to protect
-            found = None
-        if found is not None and not found[0].finished:
-            newest, prev = state.paths(state_path)
-            raise UserError(f"{found[1]}: an unfinished run is saved here (step {found[0].step}); add "
-                            f"--resume auto to continue it, or delete {newest.name} and {prev.name} to start over")
-        return None
+def _check_fresh_start(out: Path, state_path: Path, force: bool) -> None:
+    """Starting over must not throw away what an earlier run wrote, unless asked to (force)."""
+    if force:  # the old run's states must not be taken for the new run's after a later interruption
+        state.remove(state_path)
+        return
+    try:
+        found = state.load_latest(state_path, warn=False)
+    except UserError:  # nothing but damaged states: nothing to protect
+        found = None
+    if found is not None and not found[0].finished:
+        raise UserError(f"{found[1]}: an unfinished run is saved here (step {found[0].step}); add --resume auto to "
+                        "continue it, or --force to start over")
+    if out.exists():
+        raise UserError(f"{out}: a finished checkpoint is here; --resume auto leaves it as it is, --force trains "
+                        "it again from scratch, or give another --out")
+
+
+def _saved_state(state_path: Path, resume: str) -> state.TrainState | None:
     if resume == "auto":
         found = state.load_latest(state_path)
         return found[0] if found else None
