@@ -253,9 +253,9 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     2-core CPU a small model gains little from a second thread, so two models side by side finish sooner."""
     data, out = Path(data), Path(out)
     run_options = _check_options(run_options, jobs)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     answers = _check_inputs(data, recipe, variants, train_overrides or {})
+    out.mkdir(parents=True, exist_ok=True)  # after the checks: bad input leaves no empty folder behind
     c, n = london_baseline(answers)
     trained = {k: v for k, v in (train_overrides or {}).items() if k not in RUN_ONLY}  # e.g. max_steps
     results = {"recipe": recipe, "data": str(Path(data).resolve()), "seeds": list(seeds), "overrides": trained,
