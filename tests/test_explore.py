@@ -274,6 +274,13 @@ def test_a_port_in_use_is_one_line(run_dir):
     assert f"cannot serve on 127.0.0.1:{port}" in r.stderr
 
 
+def test_a_data_folder_without_a_dev_set_is_one_line_before_serving(run_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "spangpt", "explore", str(run_dir), "--data", str(tmp_path),
+                        "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"spangpt: error: {tmp_path}: no birth_dev.tsv in this folder (--data takes the folder of the dev questions)"]
+
+
 def test_ask_on_a_terminal_prompts_until_end_of_input_and_survives_a_bad_question(run_dir):
     """A bad question on a terminal is a message and the next prompt: ask goes on until the end of input."""
     import os

@@ -314,6 +314,8 @@ def serve(paths, data: Path | None = None, host: str = "127.0.0.1", port: int = 
     check_flask()
     from werkzeug.serving import make_server
 
+    if data is not None and not (Path(data) / "birth_dev.tsv").is_file():  # said now, not when the page asks
+        raise UserError(f"{data}: no birth_dev.tsv in this folder (--data takes the folder of the dev questions)")
     entries, found = load_entries(paths, device)
     explorer = Explorer(entries, Path(data) if data else found)
     try:  # bound here, so that a port in use is one line (werkzeug would print two and exit)
