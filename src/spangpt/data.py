@@ -249,7 +249,8 @@ class Batch:
         return int((self.y != PAD_ID).sum())
 
 
-def _length_sums(examples) -> dict:
+def length_sums(examples) -> dict:
+    """Σ n and Σ n² over the examples' lengths: the attention FLOPs of a batch grow with n², the rest with n."""
     lengths = [len(x) for x, _ in examples]
     return {"sum_len": sum(lengths), "sum_len_sq": sum(n * n for n in lengths)}
 
@@ -269,7 +270,7 @@ def pad_batch(examples, block_size: int) -> Batch:
         y.extend(yi)
         y.extend([PAD_ID] * (T - len(yi)))
     B = len(examples)
-    return Batch(_rows(x, B, T), _rows(y, B, T), n_examples=B, **_length_sums(examples))
+    return Batch(_rows(x, B, T), _rows(y, B, T), n_examples=B, **length_sums(examples))
 
 
 def pack_rows(lengths, capacity: int) -> list[list[int]]:
@@ -324,7 +325,7 @@ def pack_batch(examples, block_size: int) -> Batch:
     doc = np.repeat(ids_a, lens_a)
     as_rows = lambda a: torch.from_numpy(a.astype(np.int64, copy=False)).view(B, T)  # noqa: E731
     return Batch(_rows(x, B, T), _rows(y, B, T), as_rows(pos), as_rows(doc), len(examples),
-                 **_length_sums(examples))
+                 **length_sums(examples))
 
 
 def pad_rows(batch: Batch, multiple: int) -> Batch:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from spangpt import distributed, errors, loader, state
-from spangpt.data import batch_examples, make_batch, pad_rows
+from spangpt.data import batch_examples, length_sums, make_batch, pad_rows
 from spangpt.errors import BadValue, UserError
 from spangpt.fileio import atomic_write
 from spangpt.device import autocast_context, fast_path, is_device_name, pick_attention, pick_device, use_bf16
@@ -266,9 +266,9 @@ class BatchStats:
 
     @classmethod
     def of_examples(cls, chosen, weight: float) -> "BatchStats":
-        lengths = [len(x) for x, _ in chosen]
-        return cls(len(chosen), sum(len(y) - y.count(PAD_ID) for _, y in chosen), sum(lengths),
-                   sum(n * n for n in lengths), weight)
+        sums = length_sums(chosen)
+        return cls(len(chosen), sum(len(y) - y.count(PAD_ID) for _, y in chosen), sums["sum_len"],
+                   sums["sum_len_sq"], weight)
 
 
 class MetricsWindow:
