@@ -13,7 +13,8 @@
 #      dropout, as in `paper`, compiled masks are other draws, so equal within the noise, not exactly);
 #   4. `spangpt reproduce --recipe best --seeds 0 1 2 --jobs 3` on the fast path, wall time, and the error
 #      table of its models (benchmarks/error_table.py: why each wrong dev answer is wrong).
-# Usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]   (default 3000; sized for one 10-minute call when
+# Usage: benchmarks/gpu_speed.sh DATA OUT [EAGER_STEPS]   (OUT's runs are trained again on every call;
+# EAGER_STEPS default 3000, sized for one 10-minute call when
 # the fast path meets its goal: ~8 min with the eager best at ~12 ms a step)
 # RECIPES, TABLE_RECIPE, SEEDS and FAST override the recipes, the table's recipe and seeds, and the fast
 # path's options (default: none, the device's), LOG_INTERVAL the steps between metrics lines (default 100);
@@ -59,7 +60,7 @@ pretrain() {  # NAME RECIPE [OPTIONS...]: one vanilla pretraining
     local name=$1 recipe=$2
     shift 2
     SECONDS=0
-    $PY -m spangpt pretrain --variant vanilla --data "$DATA" --recipe "$recipe" --out "$OUT/$name.safetensors" \
+    $PY -m spangpt pretrain --variant vanilla --data "$DATA" --recipe "$recipe" --out "$OUT/$name.safetensors" --force \
         --log-interval "${LOG_INTERVAL:-100}" "$@" > "$OUT/$name.log" 2>&1
     echo "$name: $SECONDS s wall (start-up and compilation included)"
     grep -h "torch.compile failed" "$OUT/$name.log" || true  # a fast row that fell back to the eager step

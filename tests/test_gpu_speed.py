@@ -26,6 +26,10 @@ def test_gpu_speed_runs_end_to_end_and_the_fast_path_keeps_the_loss(synth_dir, t
     assert "reproduce --recipe" in r.stdout and "| RoPE |" in r.stdout
     assert "CUDA resume check: skipped (no CUDA device)" in r.stdout
     assert re.search(r"^\| vanilla/seed0 \| \d+ \| \d+ \|", r.stdout, re.M), r.stdout  # the error table's row
+    again = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_speed.sh"), str(synth_dir), str(tmp_path / "out"),
+                            "10"], capture_output=True, text=True, env={**env, "CHECKS": "0"}, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr  # the same OUT again: its runs trained again
+    assert "tiny-eager:" in again.stdout and "tiny-fast:" in again.stdout
 
 
 def test_gpu_reproduce_passes_its_options_to_reproduce(tmp_path):
