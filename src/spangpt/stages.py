@@ -216,7 +216,7 @@ def _resume_point(out: Path, state_path: Path, model, draw, tcfg, resume: str | 
         _check_fresh_start(out, state_path, force)
         return None, None
     saved = _saved_state(state_path, resume)
-    if saved is None and (resume != "auto" or not out.is_file()):
+    if saved is None and not out.is_file():  # --resume auto with nothing saved: step 0
         return None, None
     first = draw(random.Random(tcfg.seed))
     now, steps = state.fingerprint(model.cfg.to_dict(), tcfg.trained(), first, init), run_steps(len(first), tcfg)
