@@ -8,7 +8,7 @@ fits is kept whole), and links DATA's question files beside it, so that `spangpt
 `spangpt evaluate` run on it unchanged. A view of the biography text (a window of each line), as the
 experiment's rules allow; no person's birthplace is written in question form. Prints how many characters
 are kept and, for each question file with answers, how many answers end within the kept text (the
-ceiling of a model trained on it). Measurements: docs/recipes.md, "What a CPU reaches in 30 and 90 minutes".
+ceiling of a model trained on it). Measurements: docs/recipes.md, "30 minutes without native bf16".
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from spangpt.corpus import lines_by_name, name_in_question
 from spangpt.data import load_corpus, load_questions
 from spangpt.errors import UserError, run_script
 
-QUESTION_FILES = ("birth_places_train.tsv", "birth_dev.tsv", "birth_test_inputs.tsv")
+ANSWERED = ("birth_places_train.tsv", "birth_dev.tsv")  # the question files with answers
+QUESTION_FILES = (*ANSWERED, "birth_test_inputs.tsv")
 
 
 def cut(line: str, chars: int) -> str:
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     kept, total = sum(map(len, short)), sum(map(len, lines))
     print(f"{args.out / 'wiki.txt'}: {len(short)} lines, {kept:,} of {total:,} characters kept ({kept / total:.0%})")
     by_name = lines_by_name(short)
-    for name in QUESTION_FILES[:2]:
+    for name in ANSWERED:
         if (args.data / name).is_file():
             pairs = load_questions(args.data / name)
             inside = sum(1 for q, a in pairs if a in by_name.get(name_in_question(q) or "", ""))
