@@ -84,6 +84,29 @@ def test_finished_runs_are_reused_and_only_new_seeds_train(table, synth_dir, mon
     assert "seeds [0, 1]" in (out / "report.md").read_text()
 
 
+def test_a_call_with_fewer_seeds_or_variants_keeps_the_earlier_rows_in_the_report(table, synth_dir, tmp_path, capsys):
+    """Seed 1's control alone, in a copy of a finished seed-0 table: the report keeps seed 0's three rows
+    (they were dropped before: only the runs asked for were reported); a run with other settings is left
+    out and named."""
+    import shutil
+
+    done, recipe, first = table
+    out = tmp_path / "t"
+    shutil.copytree(done, out)
+    other = out / "rope" / "seed0" / "result.json"
+    info = json.loads(other.read_text())
+    info["key"]["overrides"]["max_steps"] = 3  # as if trained with other settings
+    other.write_text(json.dumps(info))
+    results = rp.reproduce(synth_dir, out, recipe=str(recipe), seeds=(1,), variants=(), train_overrides=FAST)
+    assert [(r["name"], r["seed"]) for r in results["runs"]] == [("scratch", 0), ("vanilla", 0), ("scratch", 1)]
+    assert results["runs"][:2] == first["runs"][:2] and results["seeds"] == [0, 1]
+    assert f"{other}: not a run of this table (other settings), left out of the report" in capsys.readouterr().out
+    report = (out / "report.md").read_text()
+    vanilla = next(line for line in report.splitlines() if line.startswith("| vanilla"))
+    assert f"| {first['runs'][1]['accuracy']:.1f}%" in vanilla and "| RoPE |" not in report
+    assert "seeds [0, 1]" in report
+
+
 def test_a_finished_run_with_other_settings_is_an_error_not_reused(table, synth_dir):
     out, recipe, _ = table
     with pytest.raises(UserError) as e:

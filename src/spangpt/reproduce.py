@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from spangpt import checkpoint, report, runner, stages
@@ -55,10 +55,13 @@ class RunSpec:
         return self.train_overrides.get("device", "auto")
 
 
+# the table's rows: (name, model variant, pretrained); no pretraining is a vanilla model fine-tuned from scratch
+ROWS = (("scratch", "vanilla", False), ("vanilla", "vanilla", True), ("rope", "rope", True))
+
+
 def plan(data: Path, out: Path, recipe: str, seeds, variants, overrides: dict, run_options: dict) -> list[RunSpec]:
-    """The table's runs, seed by seed: no pretraining (a vanilla model fine-tuned from scratch), then each
-    variant pretrained and fine-tuned."""
-    rows = [("scratch", "vanilla", False)] + [(v, v, True) for v in variants]
+    """The table's runs, seed by seed: no pretraining, then each variant pretrained and fine-tuned."""
+    rows = [row for row in ROWS if row[0] == "scratch" or row[0] in variants]
     return [RunSpec(data, out, name, variant, pretrain, recipe, seed, overrides, run_options)
             for seed in seeds for name, variant, pretrain in rows]
 
@@ -132,6 +135,31 @@ def _finished_before(spec: RunSpec, done: Path, key: dict) -> dict:
         raise UserError(f"{done}: a finished run with other settings ({diffs}); use another --out")
     print(f"{spec}: finished before, dev {info['accuracy']:.1f}% (reusing {done})", flush=True)
     return info
+
+
+def _earlier_runs(specs: list[RunSpec]) -> list[dict]:
+    """Finished runs in OUT that this call did not ask for: other seeds or variants of the same table, made
+    before. The report covers them too, so a call with fewer seeds or variants does not drop rows from it. A
+    run made with other settings is left out, with a line naming it."""
+    if not specs:
+        return []
+    asked = {spec.where for spec in specs}
+    found = []
+    for name, variant, pretrain in ROWS:
+        for done in sorted(specs[0].out.glob(f"{name}/seed*/result.json")):
+            seed = done.parent.name.removeprefix("seed")
+            if not seed.isdigit() or done.parent in asked:
+                continue
+            spec = replace(specs[0], name=name, variant=variant, pretrain=pretrain, seed=int(seed))
+            try:
+                info = json.loads(done.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                info = {}
+            if isinstance(info, dict) and _what_is_trained(info.get("key")) == _what_is_trained(_key(spec)):
+                found.append(info)
+            else:
+                print(f"{done}: not a run of this table (other settings), left out of the report", flush=True)
+    return found
 
 
 def _pretrain(spec: RunSpec, info: dict) -> Path:
@@ -263,10 +291,13 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
                "london": {"correct": c, "total": n, "accuracy": 100.0 * c / n}}
     specs = plan(data, out, recipe, seeds, variants, train_overrides or {}, run_options)
     # pretraining runs first, so the short fine-tuning-only ones fill the end
-    results["runs"] = runner.run_all(run_one, specs, jobs, key=lambda spec: not spec.pretrain)
+    asked = runner.run_all(run_one, specs, jobs, key=lambda spec: not spec.pretrain)
+    # every finished run of this table in OUT, not only those asked for this time, in seed and row order
+    runs = sorted(asked + _earlier_runs(specs), key=lambda r: (r["seed"], [row[0] for row in ROWS].index(r["name"])))
+    results["runs"], results["seeds"] = runs, sorted({r["seed"] for r in runs})
     results["minutes"] = round((time.perf_counter() - t0) / 60, 1)  # this invocation (reused runs cost ~0)
     results["run_minutes"] = round(sum(r.get("minutes", 0.0) for r in results["runs"]), 1)
-    no_finetune = any(finetune_epochs(recipe, v, train_overrides or {}) == 0 for v in variants)
+    no_finetune = any(finetune_epochs(recipe, r["name"], train_overrides or {}) == 0 for r in runs if r["name"] != "scratch")
     table = report.write(out, results, header, no_finetune)
     print("\n" + table)
     print(f"(full report: {out / 'report.md'})")
