@@ -92,7 +92,8 @@ def test_a_call_with_fewer_seeds_or_variants_keeps_the_earlier_rows_in_the_repor
 
     done, recipe, first = table
     out = tmp_path / "t"
-    shutil.copytree(done, out)
+    # seed 0 alone: other tests of this module add seeds to the shared table
+    shutil.copytree(done, out, ignore=lambda _, names: [n for n in names if n.startswith("seed") and n != "seed0"])
     other = out / "rope" / "seed0" / "result.json"
     info = json.loads(other.read_text())
     info["key"]["overrides"]["max_steps"] = 3  # as if trained with other settings
@@ -123,7 +124,8 @@ def test_how_a_run_runs_does_not_keep_its_finished_runs_from_being_reused(table,
     monkeypatch.setattr(rp.stages, "finetune", lambda *a, **k: pytest.fail("a finished run was trained again"))
     results = rp.reproduce(synth_dir, out, recipe=str(recipe), seeds=(0,),
                            train_overrides={"max_steps": 2, "workers": 0, "row_multiple": 8, "compile": False})
-    assert [r["name"] for r in results["runs"]] == ["scratch", "vanilla", "rope"]
+    # seed 0 as asked (the table may also hold seeds other tests of this module added: they are reported too)
+    assert [r["name"] for r in results["runs"] if r["seed"] == 0] == ["scratch", "vanilla", "rope"]
 
 
 def test_a_finished_run_from_an_edited_recipe_is_an_error_not_reused(synth_dir, tmp_path):
