@@ -177,6 +177,49 @@ def test_an_out_that_is_a_folder_is_refused_before_any_work(pipeline, synth_dir,
     assert list(tmp_path.iterdir()) == [] and not tmp_path.with_name(tmp_path.name + ".metrics.jsonl").exists()
 
 
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate", "predict", "reproduce", "synth", "download",
+                                     "export"])
+def test_an_out_under_a_file_is_a_one_line_error_before_any_work(pipeline, synth_dir, tmp_path, capsys, command):
+    """A file where a folder of --out should be: one line naming it, status 2, nothing written anywhere
+    (a traceback from mkdir or the final rename otherwise)."""
+    _, pre, ft = pipeline
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    out = blocker / "sub" / ("x.safetensors" if command in ("pretrain", "finetune") else "x")
+    data, dev = ["--data", str(synth_dir)], ["--input", str(synth_dir / "birth_dev.tsv")]
+    argv = {"pretrain": ["pretrain", "--variant", "rope", *data, *TINY],
+            "finetune": ["finetune", "--variant", "rope", *data, "--init", str(pre), "--max-steps", "1"],
+            "evaluate": ["evaluate", str(ft), *dev], "predict": ["predict", str(ft), *dev],
+            "reproduce": ["reproduce", *data, "--max-steps", "1", "--recipe", "demo"],
+            "synth": ["data", "synth", "--people", "20"],
+            "download": ["data", "download", "--url", "http://127.0.0.1:9"],
+            "export": ["export", str(ft)]}[command]
+    if command == "export":
+        pytest.importorskip("transformers")
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.strip().endswith(f"{blocker} is a file, not a folder"), err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and blocker.read_text() == "keep me"
+
+
+def test_check_writable_makes_nothing_and_refuses_an_unwritable_place(tmp_path, monkeypatch):
+    from spangpt.fileio import check_writable
+
+    check_writable(tmp_path / "a" / "b" / "model.safetensors")
+    check_writable(tmp_path / "a" / "b", folder=True)
+    assert list(tmp_path.iterdir()) == []  # the missing folders are not made, the probe is gone
+    (tmp_path / "f").write_text("")
+    with pytest.raises(UserError, match=r"/f/x: .*/f is a file, not a folder$"):
+        check_writable(tmp_path / "f" / "x", folder=True)
+
+    def refuse(*a, **k):  # a read-only place (root ignores permissions, so the refusal is simulated)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("spangpt.fileio.tempfile.mkstemp", refuse)
+    with pytest.raises(UserError, match=rf"cannot write in {tmp_path} \(Permission denied\)$"):
+        check_writable(tmp_path / "new" / "model.safetensors")
+
+
 def test_a_block_too_small_for_span_corruption_is_a_one_line_error(synth_dir, tmp_path, capsys):
     out = tmp_path / "p.safetensors"
     assert main(["pretrain", "--variant", "vanilla", "--data", str(synth_dir), "--out", str(out), *TINY,

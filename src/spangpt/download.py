@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from spangpt.errors import UserError
-from spangpt.fileio import atomic_write
+from spangpt.fileio import atomic_write, check_writable
 
 BASE_URL = ("https://raw.githubusercontent.com/joshua-andreychuk/NLP-Deep-Learning-Transformers/"
             "de40b4f831c562d04858ecc43fa97af2fbbe3f40/Data")
@@ -67,6 +67,7 @@ def download(out_dir, base_url: str = BASE_URL, timeout: float = 30.0,
                 raise UserError(f"{path}: exists with a different checksum than the original "
                                 "data; not overwriting it (move it away or pass --force)")
             todo.append(name)
+    check_writable(out, folder=True)
     out.mkdir(parents=True, exist_ok=True)
     for name in todo:
         _fetch(f"{base_url.rstrip('/')}/{name}", out / name, SHA256[name], timeout)

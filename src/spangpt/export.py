@@ -22,6 +22,7 @@ from torch import nn
 
 from spangpt import checkpoint
 from spangpt.errors import UserError
+from spangpt.fileio import check_writable
 from spangpt.model import GPT
 from spangpt.vocab import MASK, MASK_ID, PAD, PAD_ID, Vocab
 
@@ -62,6 +63,7 @@ def _check_out(out: Path) -> None:
     """A new or empty folder, or an earlier export (its files are replaced); never a file or someone's folder."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: is a file; --out takes a folder")
+    check_writable(out, folder=True)
     if out.is_dir() and any(out.iterdir()) and not _earlier_export(out):
         raise UserError(f"{out}: is a folder with other files in it; export into a new or empty folder")
 

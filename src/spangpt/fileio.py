@@ -31,6 +31,24 @@ def atomic_write(path, write) -> Path:
     return path
 
 
+def check_writable(path, folder: bool = False) -> None:
+    """Refuse, before any work, a file (or with folder=True, a folder) that cannot be written: a file where
+    one of its folders should be, a read-only place. Creates nothing: the folders still missing would be
+    made in the nearest existing one, so that is where a probe file is made and removed."""
+    path = Path(path)
+    existing = path if folder else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{path}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".spangpt-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write in {existing} ({e.strerror})") from None
+
+
 def fsync_dir(folder: Path) -> None:
     """Make renames in folder durable (a power cut, not just a killed process)."""
     try:

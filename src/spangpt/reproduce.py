@@ -18,7 +18,7 @@ from spangpt.config import data_options, load_recipe, model_config, stage_table,
 from spangpt.data import load_wiki, numbered_questions
 from spangpt.errors import UserError
 from spangpt.evaluate import answer_loss, london_baseline, prompts_for
-from spangpt.fileio import atomic_write
+from spangpt.fileio import atomic_write, check_writable
 from spangpt.train import RUN_ONLY, TrainConfig
 from spangpt.trainlog import check_tensorboard, log_scalar
 
@@ -283,6 +283,7 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     run_options = _check_options(run_options, jobs)
     t0 = time.perf_counter()
     answers = _check_inputs(data, recipe, variants, train_overrides or {})
+    check_writable(out, folder=True)
     out.mkdir(parents=True, exist_ok=True)  # after the checks: bad input leaves no empty folder behind
     c, n = london_baseline(answers)
     trained = {k: v for k, v in (train_overrides or {}).items() if k not in RUN_ONLY}  # e.g. max_steps

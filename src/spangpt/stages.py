@@ -16,7 +16,7 @@ from spangpt import checkpoint, distributed, state
 from spangpt.config import data_options, load_recipe, model_config, train_config, zero_positions
 from spangpt.data import finetune_examples, load_corpus, load_wiki, numbered_questions, pretrain_example
 from spangpt.errors import UserError
-from spangpt.fileio import atomic_write
+from spangpt.fileio import atomic_write, check_writable
 from spangpt.evaluate import accuracy, predict, write_predictions
 from spangpt.model import GPT
 from spangpt.sampler import EpochSampler
@@ -35,11 +35,13 @@ def sidecar(ckpt: Path, suffix: str) -> Path:
 
 def check_out(out: Path, inputs: dict, example: str = "model.safetensors") -> None:
     """Refuse, before any work, an --out that would be lost or would destroy an input: a folder (the rename
-    at the end would fail after the whole run), or one of the files this command reads, e.g. `finetune
+    at the end would fail after the whole run), a place that cannot be written, or one of the files this
+    command reads, e.g. `finetune
     --init X --out X`, which would overwrite the pretrained model, its metrics and its state.
     inputs: {what: path}."""
     if out.is_dir():
         raise UserError(f"{out}: is a folder; --out takes a file name (e.g. {out / example})")
+    check_writable(out)
     for what, path in inputs.items():
         if path is not None and out.resolve() == Path(path).resolve():
             raise UserError(f"{out}: is also this command's {what}; writing there would destroy it, "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from spangpt.corpus import question
 from spangpt.errors import UserError
-from spangpt.fileio import atomic_write
+from spangpt.fileio import atomic_write, check_writable
 
 # Most frequent first: a place's rank sets its weight (see _place_weights). ASCII only, and no place
 # is a substring of another (tests check), so counting a place in a line is unambiguous.
@@ -226,6 +226,7 @@ def write_corpus(out_dir, people: int = 600, seed: int = 0, overwrite: bool = Fa
         if existing:
             raise UserError(f"{out}: {', '.join(existing)} already exist(s); "
                             "pass --force to replace them")
+    check_writable(out, folder=True)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in sorted(files, key=lambda n: n == "wiki.txt"):  # wiki.txt last: its presence means all are there
