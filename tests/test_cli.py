@@ -178,7 +178,7 @@ def test_an_out_that_is_a_folder_is_refused_before_any_work(pipeline, synth_dir,
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune", "evaluate", "predict", "reproduce", "synth", "download",
-                                     "export"])
+                                     "export", "tensorboard"])
 def test_an_out_under_a_file_is_a_one_line_error_before_any_work(pipeline, synth_dir, tmp_path, capsys, command):
     """A file where a folder of --out should be: one line naming it, status 2, nothing written anywhere
     (a traceback from mkdir or the final rename otherwise)."""
@@ -193,10 +193,13 @@ def test_an_out_under_a_file_is_a_one_line_error_before_any_work(pipeline, synth
             "reproduce": ["reproduce", *data, "--max-steps", "1", "--recipe", "demo"],
             "synth": ["data", "synth", "--people", "20"],
             "download": ["data", "download", "--url", "http://127.0.0.1:9"],
-            "export": ["export", str(ft)]}[command]
+            "export": ["export", str(ft)],
+            # --out itself is fine; the TensorBoard folder is the one in the way
+            "tensorboard": ["pretrain", "--variant", "rope", *data, *TINY, "--out", str(tmp_path / "x.safetensors"),
+                            "--tensorboard"]}[command]
     if command == "export":
         pytest.importorskip("transformers")
-    assert main([*argv, "--out", str(out)]) == 2
+    assert main([*argv, str(out)] if command == "tensorboard" else [*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.strip().endswith(f"{blocker} is a file, not a folder"), err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and blocker.read_text() == "keep me"

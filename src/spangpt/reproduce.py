@@ -317,7 +317,7 @@ def _check_options(run_options: dict | None, jobs: int) -> dict:
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {jobs}")
     if run_options.get("tensorboard") is not None:
-        check_tensorboard()
+        check_tensorboard(run_options["tensorboard"])
     if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("--jobs > 1 does not combine with torchrun (every rank would start its own workers); "
                         "use --jobs 1")

@@ -174,7 +174,7 @@ def _fit(out: Path, model, vocab, draw, tcfg, run: dict, desc: str, resume: str 
     Under torchrun every rank comes here; rank 0 alone holds the lock, reads the saved state (and sends
     it to the others: no shared filesystem needed) and writes the files."""
     if tensorboard is not None:
-        check_tensorboard()  # before anything is written
+        check_tensorboard(tensorboard)  # before anything is written
     state_path = sidecar(out, STATE)
     run["world_size"] = distributed.setup(pick_device(tcfg.device))
     main = distributed.is_main()

@@ -10,11 +10,14 @@ import sys
 from tqdm import tqdm
 
 from spangpt.errors import UserError
+from spangpt.fileio import check_writable
 
 
-def check_tensorboard():
-    """TensorBoard's SummaryWriter class, or one clear line saying how to install it (called before any work
-    when --tensorboard is asked for)."""
+def check_tensorboard(logdir=None):
+    """TensorBoard's SummaryWriter class, or one clear line saying how to install it or that logdir cannot be
+    written (called before any work when --tensorboard is asked for)."""
+    if logdir is not None:
+        check_writable(logdir, folder=True)
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch's module needs the tensorboard package, an optional extra
