@@ -57,7 +57,6 @@ def main(argv=None) -> int:
 
         per_epoch = math.ceil(len(load_corpus(args.data / "wiki.txt")) / 128)  # paper batch size 128
         ckpt = Path(f"{args.out}.pretrain.safetensors")
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
         rc = cli.main(["pretrain", "--recipe", args.recipe, "--variant", args.variant, "--data", str(args.data),
                        "--out", str(ckpt), "--max-steps", str(args.epochs * per_epoch),
                        "--log-interval", str(per_epoch), *extra])

@@ -18,6 +18,7 @@ from pathlib import Path
 from spangpt.corpus import lines_by_name, name_in_question
 from spangpt.data import load_corpus, load_questions
 from spangpt.errors import UserError, run_script
+from spangpt.fileio import check_writable
 
 ANSWERED = ("birth_places_train.tsv", "birth_dev.tsv")  # the question files with answers
 QUESTION_FILES = (*ANSWERED, "birth_test_inputs.tsv")
@@ -43,6 +44,7 @@ def main(argv=None) -> int:
     if (args.out / "wiki.txt").exists():
         raise UserError(f"{args.out / 'wiki.txt'}: exists; give another OUT")
     lines = load_corpus(args.data / "wiki.txt")
+    check_writable(args.out, folder=True)
     short = [cut(line, args.chars) for line in lines]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wiki.txt").write_text("\n".join(short) + "\n", encoding="utf-8")
