@@ -294,11 +294,13 @@ def reproduce(data, out, recipe: str = "paper", seeds=(0,), variants=("vanilla",
     # pretraining runs first, so the short fine-tuning-only ones fill the end
     asked = runner.run_all(run_one, specs, jobs, key=lambda spec: not spec.pretrain)
     # every finished run of this table in OUT, not only those asked for this time, in seed and row order
-    runs = sorted(asked + _earlier_runs(specs), key=lambda r: (r["seed"], [row[0] for row in ROWS].index(r["name"])))
+    order = [name for name, _, _ in ROWS]
+    runs = sorted(asked + _earlier_runs(specs), key=lambda r: (r["seed"], order.index(r["name"])))
     results["runs"], results["seeds"] = runs, sorted({r["seed"] for r in runs})
     results["minutes"] = round((time.perf_counter() - t0) / 60, 1)  # this invocation (reused runs cost ~0)
     results["run_minutes"] = round(sum(r.get("minutes", 0.0) for r in results["runs"]), 1)
-    no_finetune = any(finetune_epochs(recipe, r["name"], train_overrides or {}) == 0 for r in runs if r["name"] != "scratch")
+    no_finetune = any(finetune_epochs(recipe, r["name"], train_overrides or {}) == 0
+                      for r in runs if r["name"] != "scratch")
     table = report.write(out, results, header, no_finetune)
     print("\n" + table)
     print(f"(full report: {out / 'report.md'})")
