@@ -16,6 +16,7 @@ from pathlib import Path
 from spangpt import checkpoint
 from spangpt.data import Corruption, load_wiki, pretrain_example
 from spangpt.errors import run_script
+from spangpt.fileio import check_writable
 from spangpt.stages import TRAIN_QA, qa_examples, sidecar
 from spangpt.train import DECAY_ON, TrainConfig, train
 
@@ -35,6 +36,7 @@ def main() -> None:
     p.add_argument("--focus", type=float, default=0.0, help="share of entity-centred examples (data.span_corruption)")
     p.add_argument("--mix-qa", action="store_true", help="also the training QA pairs, every epoch")
     args = p.parse_args()
+    check_writable(args.out)  # before the training, not at its end
     model, vocab, info = checkpoint.load(args.ckpt)
     docs, _ = load_wiki(args.data / "wiki.txt")
     block = model.cfg.block_size
